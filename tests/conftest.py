@@ -12,3 +12,28 @@ def _fixed_seed_and_policy():
     keras.utils.set_random_seed(1234)
     yield
     keras.mixed_precision.set_global_policy("float32")
+
+
+REPO_ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def shared_cifar10_dir():
+    """The real CIFAR-10 records of the shared subset (5085 training images).
+
+    Set CIFAR10_SUBSET_DIR to point at them; otherwise `../shared/data/cifar10-subset`
+    beside the repository is used (where CI has it). Missing data fails under CI
+    and skips elsewhere.
+    """
+    import os
+    import pathlib
+
+    path = pathlib.Path(
+        os.environ.get("CIFAR10_SUBSET_DIR", REPO_ROOT.parent / "shared" / "data" / "cifar10-subset")
+    )
+    if not (path / "data_batch_1.bin").is_file():
+        message = f"real CIFAR-10 subset not found at {path}; set CIFAR10_SUBSET_DIR"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
