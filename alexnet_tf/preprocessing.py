@@ -1,0 +1,221 @@
+"""The paper's image preprocessing, as pure functions of (image, parameters, seed).
+
+Pixel scale: images stay on the 0-255 scale throughout (float32 after
+resizing), as in the paper, whose N(0, 0.01) initialisation assumes it;
+the PCA eigenvalues and the mean are on that scale too.
+
+Training (section 4.1 of the paper): rescale so the shorter side is 256,
+crop the central 256x256, take a random 224x224 crop, flip it horizontally
+with probability 1/2, add PCA lighting noise, subtract the mean.
+Evaluation: the central 224x224 crop, or ten crops (the four corners and the
+centre, and their mirrors) whose softmax is averaged.
+
+Randomness comes only from explicit `seed` arguments (shape [2] int tensors,
+as the `tf.random.stateless_*` ops take), so every function gives the same
+output for the same inputs, eagerly and inside `tf.data`.
+"""
+
+import dataclasses
+import json
+import pathlib
+
+import numpy as np
+import tensorflow as tf
+
+# The paper's sizes: a 224 crop out of a 256 image. Other crop sizes keep the ratio.
+PAPER_CROP_SIZE = 224
+PAPER_RESIZE_SIZE = 256
+PCA_ALPHA_STD = 0.1
+
+
+def resize_size_for(crop_size):
+    """The side to rescale to before cropping `crop_size` (256 for 224)."""
+    return int(round(crop_size * PAPER_RESIZE_SIZE / PAPER_CROP_SIZE))
+
+
+def resize_and_center_crop(image, size):
+    """Rescales so the shorter side is `size`, then takes the central size x size square.
+
+    Returns float32 on the 0-255 scale. CIFAR's 32x32 images are upsampled
+    this way to 256x256, as the paper prepared ImageNet's.
+    """
+    shape = tf.shape(image)
+    height, width = tf.cast(shape[-3], tf.float32), tf.cast(shape[-2], tf.float32)
+    scale = tf.cast(size, tf.float32) / tf.minimum(height, width)
+    new_height = tf.maximum(size, tf.cast(tf.round(height * scale), tf.int32))
+    new_width = tf.maximum(size, tf.cast(tf.round(width * scale), tf.int32))
+    resized = tf.image.resize(image, [new_height, new_width], method="bilinear")
+    return center_crop(resized, size)
+
+
+def center_crop(image, size):
+    """The central size x size crop of [..., H, W, C] (H, W >= size)."""
+    shape = tf.shape(image)
+    top = (shape[-3] - size) // 2
+    left = (shape[-2] - size) // 2
+    return image[..., top : top + size, left : left + size, :]
+
+
+def random_crop(image, size, seed):
+    """A size x size crop of one [H, W, C] image at a uniformly random position."""
+    channels = tf.shape(image)[-1]
+    return tf.image.stateless_random_crop(image, [size, size, channels], seed=seed)
+
+
+def random_flip(image, seed):
+    """Mirrors one [H, W, C] image left-right with probability 1/2."""
+    return tf.image.stateless_random_flip_left_right(image, seed=seed)
+
+
+def random_flip_batch(images, seed):
+    """Mirrors each image of [B, H, W, C] left-right with probability 1/2, independently."""
+    flip = tf.random.stateless_uniform([tf.shape(images)[0]], seed=seed) < 0.5
+    return tf.where(flip[:, None, None, None], tf.reverse(images, axis=[2]), images)
+
+
+def pca_lighting(images, eigenvalues, eigenvectors, alpha_std, seed):
+    """Adds the paper's PCA colour noise to [H, W, 3] or [B, H, W, 3] images.
+
+    For each image, alpha ~ N(0, alpha_std) is drawn once per principal
+    component, and `eigenvectors @ (alpha * eigenvalues)` is added to every
+    pixel. `eigenvectors` holds one eigenvector per column (as
+    `numpy.linalg.eigh` returns them) and both come from the RGB covariance
+    of the training set, on the images' scale.
+    """
+    images = tf.convert_to_tensor(images, tf.float32)
+    eigenvalues = tf.cast(eigenvalues, tf.float32)
+    eigenvectors = tf.cast(eigenvectors, tf.float32)
+    batch_shape = tf.shape(images)[:-3]
+    alpha = tf.random.stateless_normal(tf.concat([batch_shape, [3]], 0), seed=seed, stddev=alpha_std)
+    rgb_shift = tf.linalg.matvec(eigenvectors, alpha * eigenvalues)  # [..., 3]
+    return images + rgb_shift[..., None, None, :]
+
+
+def subtract_mean(images, mean):
+    """Subtracts a per-channel mean [3] or a per-pixel mean image [H, W, 3]."""
+    return tf.convert_to_tensor(images, tf.float32) - tf.cast(mean, tf.float32)
+
+
+def ten_crop(image, size):
+    """The paper's ten test views of one [H, W, C] image: [10, size, size, C].
+
+    Order: top-left, top-right, bottom-left, bottom-right, centre, then the
+    same five mirrored left-right.
+    """
+    shape = tf.shape(image)
+    height, width = shape[0], shape[1]
+    corners = [(0, 0), (0, width - size), (height - size, 0), (height - size, width - size)]
+    crops = [image[top : top + size, left : left + size, :] for top, left in corners]
+    crops.append(center_crop(image, size))
+    crops = tf.stack(crops)
+    return tf.concat([crops, tf.reverse(crops, axis=[2])], axis=0)
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetStats:
+    """What preprocessing needs from the training set, on the 0-255 scale.
+
+    `mean_rgb` [3]; `mean_image` [S, S, 3] or None (the paper's per-pixel
+    mean of the resized S x S training images); `eigenvectors` [3, 3] (one
+    per column) and `eigenvalues` [3] (largest first) of the RGB covariance;
+    `num_images`: how many training images they were computed on.
+
+    Eigenvalue scale: the eigenvalues of the covariance of pixel values on
+    the 0-1 scale, multiplied by 255 for images on the 0-255 scale. That is
+    the convention of the published ImageNet values (0.2175, 0.0188, 0.0045)
+    used by most reproductions; the eigenvalues of the 0-255 covariance
+    itself would be 255 times larger again and give colour shifts of
+    hundreds of levels. With it, alpha ~ N(0, 0.1) moves an ImageNet image's
+    colour by about 5 levels along the first component.
+    """
+
+    mean_rgb: np.ndarray
+    eigenvalues: np.ndarray
+    eigenvectors: np.ndarray
+    num_images: int
+    mean_image: np.ndarray | None = None
+
+    def save(self, directory):
+        """Writes stats.json (and mean_image.npy) into `directory`."""
+        directory = pathlib.Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        record = {
+            "mean_rgb": self.mean_rgb.tolist(),
+            "eigenvalues": self.eigenvalues.tolist(),
+            "eigenvectors": self.eigenvectors.tolist(),
+            "num_images": self.num_images,
+            "mean_image": "mean_image.npy" if self.mean_image is not None else None,
+        }
+        if self.mean_image is not None:
+            np.save(directory / "mean_image.npy", self.mean_image.astype(np.float32))
+        tmp = directory / "stats.json.tmp"
+        tmp.write_text(json.dumps(record, indent=2) + "\n")
+        tmp.replace(directory / "stats.json")
+
+    @classmethod
+    def load(cls, directory):
+        directory = pathlib.Path(directory)
+        record = json.loads((directory / "stats.json").read_text())
+        mean_image = record.get("mean_image")
+        return cls(
+            mean_rgb=np.asarray(record["mean_rgb"], np.float32),
+            eigenvalues=np.asarray(record["eigenvalues"], np.float32),
+            eigenvectors=np.asarray(record["eigenvectors"], np.float32),
+            num_images=int(record["num_images"]),
+            mean_image=np.load(directory / mean_image) if mean_image else None,
+        )
+
+    def summary(self):
+        mean = ", ".join(f"{v:.1f}" for v in self.mean_rgb)
+        eig = ", ".join(f"{v:.2f}" for v in self.eigenvalues)
+        return f"RGB mean ({mean}), PCA eigenvalues ({eig}) from {self.num_images} training images"
+
+
+# ImageNet's published values on the 0-255 scale (the widely used ones from
+# fb.resnet.torch: eigenvalues 0.2175, 0.0188, 0.0045 on the 0-1 scale).
+IMAGENET_STATS = DatasetStats(
+    mean_rgb=np.array([123.68, 116.78, 103.94], np.float32),
+    eigenvalues=np.array([0.2175, 0.0188, 0.0045], np.float32) * 255.0,
+    eigenvectors=np.array(
+        [[-0.5675, 0.7192, 0.4009], [-0.5808, -0.0045, -0.8140], [-0.5836, -0.6948, 0.4203]],
+        np.float32,
+    ),
+    num_images=1_281_167,
+)
+
+
+def compute_stats(images, resize_size=PAPER_RESIZE_SIZE, max_images=2000, batch_size=100):
+    """Computes `DatasetStats` from a dataset of uint8 [H, W, 3] images.
+
+    The images are prepared as for training (shorter side to `resize_size`,
+    central square) and the first `max_images` are used: the mean image, the
+    per-channel mean and the RGB covariance over all their pixels.
+    """
+    prepared = (
+        images.take(max_images)
+        .map(lambda image: resize_and_center_crop(image, resize_size), num_parallel_calls=tf.data.AUTOTUNE)
+        .batch(batch_size)
+    )
+    count = 0
+    pixel_sum = np.zeros((resize_size, resize_size, 3), np.float64)
+    outer_sum = np.zeros((3, 3), np.float64)
+    for batch in prepared:
+        batch = batch.numpy().astype(np.float64)
+        count += batch.shape[0]
+        pixel_sum += batch.sum(axis=0)
+        flat = batch.reshape(-1, 3)
+        outer_sum += flat.T @ flat
+    if count == 0:
+        raise ValueError("cannot compute dataset statistics: the training split has no images")
+    mean_image = pixel_sum / count
+    mean_rgb = mean_image.mean(axis=(0, 1))
+    covariance = outer_sum / (count * resize_size * resize_size) - np.outer(mean_rgb, mean_rgb)
+    eigenvalues, eigenvectors = np.linalg.eigh(covariance)
+    order = np.argsort(eigenvalues)[::-1]
+    return DatasetStats(
+        mean_rgb=mean_rgb.astype(np.float32),
+        eigenvalues=(np.maximum(eigenvalues[order], 0.0) / 255.0).astype(np.float32),
+        eigenvectors=eigenvectors[:, order].astype(np.float32),
+        num_images=count,
+        mean_image=mean_image.astype(np.float32),
+    )
