@@ -34,18 +34,17 @@ def resize_size_for(crop_size):
 
 
 def resize_and_center_crop(image, size):
-    """Rescales so the shorter side is `size`, then takes the central size x size square.
+    """The paper's preparation: shorter side rescaled to `size`, central size x size square.
 
-    Returns float32 on the 0-255 scale. CIFAR's 32x32 images are upsampled
-    this way to 256x256, as the paper prepared ImageNet's.
+    Takes the central square of the original first and resizes that to
+    size x size, which selects the same region without resizing pixels
+    that are thrown away, and is exactly what the encoded-JPEG path's fused
+    decode-and-crop gives. Returns float32 on the 0-255 scale. CIFAR's
+    32x32 images are upsampled this way to 256x256.
     """
     shape = tf.shape(image)
-    height, width = tf.cast(shape[-3], tf.float32), tf.cast(shape[-2], tf.float32)
-    scale = tf.cast(size, tf.float32) / tf.minimum(height, width)
-    new_height = tf.maximum(size, tf.cast(tf.round(height * scale), tf.int32))
-    new_width = tf.maximum(size, tf.cast(tf.round(width * scale), tf.int32))
-    resized = tf.image.resize(image, [new_height, new_width], method="bilinear")
-    return center_crop(resized, size)
+    square = center_crop(image, tf.minimum(shape[-3], shape[-2]))
+    return tf.image.resize(square, [size, size], method="bilinear")
 
 
 def center_crop(image, size):

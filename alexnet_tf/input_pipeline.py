@@ -1,0 +1,177 @@
+"""tf.data pipelines for training and evaluation, built on `alexnet_tf.data` sources.
+
+Training: shuffle, then per image (in parallel) rescale to 256 and take the
+central square, random 224 crop, random flip; then per batch (one vectorised
+op for the whole batch) PCA lighting and per-channel mean subtraction.
+With the paper's per-pixel mean image, the mean is subtracted per image
+before cropping, since a mean image does not commute with the crop.
+
+Evaluation: the central crop, or the ten crops of `preprocessing.ten_crop`.
+
+Validation for learning-rate decisions is a held-out part of the training
+split (`split_holdout`), never the test split.
+"""
+
+import math
+
+import tensorflow as tf
+
+from alexnet_tf import preprocessing
+
+AUTOTUNE = tf.data.AUTOTUNE
+MEAN_MODES = ("channel", "image")
+
+
+def split_holdout(dataset, num_examples, validation_fraction):
+    """Splits a training split into (train_part, validation_part).
+
+    The rule: the validation part is the last ceil(fraction x N) records of
+    the split in file order; the training part is the rest. It is the same
+    on every run and every machine, and needs no shuffling of the source.
+    For the shared CIFAR-10 subset (5 files of 1017 records) and the default
+    10%, that is the last 509 records of data_batch_5.bin.
+    """
+    if not 0.0 <= validation_fraction < 1.0:
+        raise ValueError(f"validation_fraction={validation_fraction} must be in [0, 1).")
+    num_validation = math.ceil(validation_fraction * num_examples)
+    if validation_fraction > 0 and num_validation >= num_examples:
+        raise ValueError(
+            f"validation_fraction={validation_fraction} of {num_examples} examples leaves none to train on."
+        )
+    num_train = num_examples - num_validation
+    return dataset.take(num_train), dataset.skip(num_train)
+
+
+def _decode_center_square(encoded):
+    """Decodes an encoded image, keeping only its central square.
+
+    JPEGs go through the fused decode-and-crop op, which skips the pixels
+    outside the square; other formats are decoded whole and cropped.
+    """
+
+    def decode_jpeg():
+        shape = tf.image.extract_jpeg_shape(encoded)
+        side = tf.minimum(shape[0], shape[1])
+        window = tf.stack([(shape[0] - side) // 2, (shape[1] - side) // 2, side, side])
+        return tf.image.decode_and_crop_jpeg(encoded, window, channels=3)
+
+    def decode_other():
+        image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+        shape = tf.shape(image)
+        return preprocessing.center_crop(image, tf.minimum(shape[0], shape[1]))
+
+    return tf.cond(tf.io.is_jpeg(encoded), decode_jpeg, decode_other)
+
+
+def _seeds(seed):
+    """An endless dataset of [2] int64 seeds for stateless ops, new each epoch."""
+    return tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+
+
+def _check_mean_mode(mean, stats):
+    if mean not in MEAN_MODES:
+        raise ValueError(f"mean={mean!r} is not supported; choose one of {', '.join(map(repr, MEAN_MODES))}.")
+    if mean == "image" and stats.mean_image is None:
+        raise ValueError("mean='image' needs statistics with a mean image; these have only the RGB mean.")
+
+
+def train_dataset(
+    source,
+    *,
+    batch_size,
+    stats,
+    image_size=preprocessing.PAPER_CROP_SIZE,
+    seed=0,
+    pca_std=preprocessing.PCA_ALPHA_STD,
+    mean="channel",
+    shuffle_buffer=10_000,
+    encoded=False,
+    drop_remainder=True,
+):
+    """Augmented training batches: (float32 [B, S, S, 3], int64 [B]).
+
+    Args:
+      source: unbatched (uint8 image, label) dataset, or (encoded bytes,
+        label) with `encoded=True`.
+      batch_size: images per batch (the global batch under a strategy).
+      stats: `preprocessing.DatasetStats` of the training set.
+      image_size: crop side S; images are first rescaled to round(S x 256/224).
+      seed: shuffling and augmentation seed; each epoch differs, every run
+        with the same seed repeats the same sequence.
+      pca_std: std of the PCA lighting coefficients (0 disables it).
+      mean: "channel" (per-channel mean) or "image" (the paper's per-pixel mean image).
+    """
+    _check_mean_mode(mean, stats)
+    resize_size = preprocessing.resize_size_for(image_size)
+    mean_image = None
+    if mean == "image":
+        mean_image = tf.image.resize(stats.mean_image, [resize_size, resize_size])
+
+    def augment_image(example, seed):
+        image, label = example
+        if encoded:
+            image = _decode_center_square(image)
+        image = preprocessing.resize_and_center_crop(image, resize_size)
+        if mean_image is not None:
+            image = preprocessing.subtract_mean(image, mean_image)
+        crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+        image = preprocessing.random_crop(image, image_size, crop_seed)
+        image = preprocessing.random_flip(image, flip_seed)
+        return image, label
+
+    def augment_batch(batch, seed):
+        images, labels = batch
+        if pca_std > 0:
+            images = preprocessing.pca_lighting(images, stats.eigenvalues, stats.eigenvectors, pca_std, seed)
+        if mean_image is None:
+            images = preprocessing.subtract_mean(images, stats.mean_rgb)
+        return images, labels
+
+    dataset = source.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    dataset = tf.data.Dataset.zip(dataset, _seeds(seed))
+    dataset = dataset.map(augment_image, num_parallel_calls=AUTOTUNE, deterministic=True)
+    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
+    dataset = tf.data.Dataset.zip(dataset, _seeds(seed + 1))
+    dataset = dataset.map(augment_batch, num_parallel_calls=AUTOTUNE, deterministic=True)
+    return dataset.prefetch(AUTOTUNE)
+
+
+def eval_dataset(
+    source,
+    *,
+    batch_size,
+    stats,
+    image_size=preprocessing.PAPER_CROP_SIZE,
+    ten_crop=False,
+    mean="channel",
+    encoded=False,
+):
+    """Evaluation batches: (float32 [B, S, S, 3], int64 [B]), in source order.
+
+    With `ten_crop=True` the images are [10 x B, S, S, 3]: each image's ten
+    views in a row (`preprocessing.ten_crop` order). Reshape the model's
+    output to [B, 10, classes] and average the softmax over axis 1.
+    """
+    _check_mean_mode(mean, stats)
+    resize_size = preprocessing.resize_size_for(image_size)
+    mean_value = stats.mean_rgb
+    if mean == "image":
+        mean_value = tf.image.resize(stats.mean_image, [resize_size, resize_size])
+
+    def prepare(image, label):
+        if encoded:
+            image = _decode_center_square(image)
+        image = preprocessing.resize_and_center_crop(image, resize_size)
+        image = preprocessing.subtract_mean(image, mean_value)
+        if ten_crop:
+            return preprocessing.ten_crop(image, image_size), label
+        return preprocessing.center_crop(image, image_size), label
+
+    dataset = source.map(prepare, num_parallel_calls=AUTOTUNE, deterministic=True)
+    dataset = dataset.batch(batch_size)
+    if ten_crop:
+        dataset = dataset.map(
+            lambda views, labels: (tf.reshape(views, [-1, image_size, image_size, 3]), labels),
+            num_parallel_calls=AUTOTUNE,
+        )
+    return dataset.prefetch(AUTOTUNE)
