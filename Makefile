@@ -9,7 +9,7 @@ INSTALLED := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 .DEFAULT_GOAL := help
-.PHONY: help install test clean
+.PHONY: help install test bench clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-10s %s\n", $$1, $$2}'
@@ -24,6 +24,9 @@ install: $(INSTALLED) ## Create .venv/ and install the pinned requirements into 
 
 test: $(INSTALLED) ## Run the whole test suite (PYTEST_ARGS="-k lrn" to select)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: $(INSTALLED) ## Time the input pipeline against the training step (BENCH_FLAGS="--data_dir=...")
+	$(PY) -m alexnet_tf.bench $(BENCH_FLAGS)
 
 clean: ## Remove Python caches (keeps .venv/ and experiments/)
 	find . -name __pycache__ -not -path './$(VENV)/*' -prune -exec rm -rf {} +
