@@ -1,0 +1,154 @@
+"""Training flags and the `TrainConfig` they produce.
+
+The defaults are the paper's recipe: SGD with momentum 0.9, weight decay
+5e-4 through the momentum, batch 128, learning rate 0.01 divided by 10
+whenever the validation error has not improved for `--lr_patience` epochs,
+at most three times, 90 epochs; LRN, one tower, ReLU, the paper's
+initialisation, 224x224 crops, dropout 0.5, PCA lighting with std 0.1.
+"""
+
+import dataclasses
+
+from absl import flags
+
+from alexnet_tf import data, distribute, input_pipeline, model
+
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    dataset: str = "cifar10_sample"
+    data_dir: str | None = None
+    tfds_data_dir: str | None = None
+    experiment: str = "default"
+    experiments_dir: str = "experiments"
+    epochs: int = 90
+    steps_per_epoch: int | None = None
+    batch_size: int = 128
+    learning_rate: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    lr_patience: int = 5
+    lr_drops: int = 3
+    norm: str = "lrn"
+    towers: int = 1
+    activation: str = "relu"
+    init: str = "paper"
+    dropout: float = 0.5
+    image_size: int = 224
+    pca_std: float = 0.1
+    mean: str = "channel"
+    stats_images: int = 2000
+    seed: int = 0
+    validation_fraction: float = 0.1
+    mixed_precision: str = "float32"
+    strategy: str = "mirrored"
+    deterministic: bool = False
+    jit_compile: bool = False
+
+    def hparams(self):
+        """The settings that tell runs apart, for TensorBoard's HParams dashboard."""
+        return {
+            "norm": self.norm,
+            "towers": self.towers,
+            "activation": self.activation,
+            "init": self.init,
+            "learning_rate": self.learning_rate,
+            "batch_size": self.batch_size,
+            "image_size": self.image_size,
+            "mixed_precision": self.mixed_precision,
+            "pca_std": self.pca_std,
+        }
+
+
+# Flags that describe the run (everything in TrainConfig) are recorded in the
+# run's flagfile; these are not part of a run's identity.
+RUN_ONLY_FLAGS = ("run",)
+
+
+def define_flags(flag_values=flags.FLAGS):
+    """Defines the training flags on `flag_values` (the global FLAGS by default)."""
+    d = TrainConfig()
+    fv = dict(flag_values=flag_values)
+    flags.DEFINE_enum("dataset", d.dataset, data.DATASETS, "Dataset to train on.", **fv)
+    flags.DEFINE_string(
+        "data_dir", d.data_dir,
+        f"Folder of the dataset's files (CIFAR-10 binary batches, or an image-folder tree for "
+        f"imagenet2012). Default: ${data.DATA_DIR_ENV}, else tfds.", **fv)
+    flags.DEFINE_string("tfds_data_dir", d.tfds_data_dir, "tensorflow_datasets' data/cache folder.", **fv)
+    flags.DEFINE_string("experiment", d.experiment, "Experiment name: runs go to <experiments_dir>/<experiment>/.", **fv)
+    flags.DEFINE_string("experiments_dir", d.experiments_dir, "Folder holding all experiments.", **fv)
+    flags.DEFINE_string(
+        "run", None,
+        "Run name inside the experiment. Default: resume the newest unfinished run with the same "
+        "settings, else start run<N+1>.", **fv)
+    flags.DEFINE_integer("epochs", d.epochs, "Training epochs (the paper: about 90).", lower_bound=1, **fv)
+    flags.DEFINE_integer(
+        "steps_per_epoch", d.steps_per_epoch, "Cap on steps per epoch (default: one pass over the data).",
+        lower_bound=1, **fv)
+    flags.DEFINE_integer("batch_size", d.batch_size, "Global batch size, split across replicas.", lower_bound=1, **fv)
+    flags.DEFINE_float("learning_rate", d.learning_rate, "Initial learning rate.", lower_bound=0.0, **fv)
+    flags.DEFINE_float("momentum", d.momentum, "SGD momentum.", lower_bound=0.0, upper_bound=1.0, **fv)
+    flags.DEFINE_float(
+        "weight_decay", d.weight_decay, "Weight decay, applied through the momentum (the paper's rule).",
+        lower_bound=0.0, **fv)
+    flags.DEFINE_integer(
+        "lr_patience", d.lr_patience,
+        "Epochs without a better validation top-1 error before the learning rate is divided by 10.",
+        lower_bound=1, **fv)
+    flags.DEFINE_integer(
+        "lr_drops", d.lr_drops, "Most times the learning rate is divided by 10 (the paper: 3).", lower_bound=0, **fv)
+    flags.DEFINE_enum("norm", d.norm, model.NORMS, "Normalisation after conv1 and conv2.", **fv)
+    flags.DEFINE_enum("towers", str(d.towers), [str(t) for t in model.TOWERS], "1, or 2 for the paper's two-GPU net.", **fv)
+    flags.DEFINE_enum("activation", d.activation, model.ACTIVATIONS, "Nonlinearity.", **fv)
+    flags.DEFINE_enum("init", d.init, model.INITS, "Weight initialisation (see build_alexnet).", **fv)
+    flags.DEFINE_float("dropout", d.dropout, "Dropout rate before fc6 and fc7.", lower_bound=0.0, upper_bound=0.99, **fv)
+    flags.DEFINE_integer(
+        "image_size", d.image_size, "Crop size; images are first rescaled to round(size*256/224).",
+        lower_bound=63, **fv)
+    flags.DEFINE_float("pca_std", d.pca_std, "Std of the PCA lighting coefficients (0 disables).", lower_bound=0.0, **fv)
+    flags.DEFINE_enum("mean", d.mean, input_pipeline.MEAN_MODES, "Subtract the per-channel mean or the paper's mean image.", **fv)
+    flags.DEFINE_integer(
+        "stats_images", d.stats_images, "Training images used for the mean and the PCA eigen-pairs.",
+        lower_bound=1, **fv)
+    flags.DEFINE_integer("seed", d.seed, "Seed for initialisation, shuffling and augmentation.", **fv)
+    flags.DEFINE_float(
+        "validation_fraction", d.validation_fraction,
+        "Fraction of the training split held out for validation (its last records in file order).",
+        lower_bound=0.0, upper_bound=0.9, **fv)
+    flags.DEFINE_enum("mixed_precision", d.mixed_precision, PRECISIONS, "Keras dtype policy.", **fv)
+    flags.DEFINE_enum("strategy", d.strategy, distribute.STRATEGIES, "tf.distribute strategy.", **fv)
+    flags.DEFINE_boolean("deterministic", d.deterministic, "Enable TensorFlow op determinism.", **fv)
+    flags.DEFINE_boolean("jit_compile", d.jit_compile, "Compile the training step with XLA.", **fv)
+
+
+def config_from_flags(flag_values=flags.FLAGS):
+    """The `TrainConfig` described by parsed flags."""
+    values = {field.name: flag_values[field.name].value for field in dataclasses.fields(TrainConfig)}
+    values["towers"] = int(values["towers"])
+    return TrainConfig(**values)
+
+
+def to_flagfile(config, run=None):
+    """The text of an absl flagfile that reproduces `config`."""
+    lines = []
+    for field in dataclasses.fields(TrainConfig):
+        value = getattr(config, field.name)
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            lines.append(f"--{field.name}" if value else f"--no{field.name}")
+        else:
+            lines.append(f"--{field.name}={value}")
+    if run is not None:
+        lines.append(f"--run={run}")
+    return "\n".join(lines) + "\n"
+
+
+def config_from_flagfile(path):
+    """Reads a flagfile written by `to_flagfile` back into a `TrainConfig`."""
+    flag_values = flags.FlagValues()
+    define_flags(flag_values)
+    flag_values(["prog", f"--flagfile={path}"])
+    return config_from_flags(flag_values)

@@ -1,0 +1,390 @@
+"""Training with Keras `fit`: the paper's recipe, a run directory, TensorBoard, resumption.
+
+`train(config)` is the whole job; `python -m alexnet_tf.train` is a thin
+wrapper around it. The run directory layout and the resume rules are in
+`alexnet_tf.runs`.
+"""
+
+import csv
+import math
+import os
+import pathlib
+import platform
+import statistics
+import sys
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from alexnet_tf import config as config_lib
+from alexnet_tf import data, distribute, input_pipeline, preprocessing, runs
+from alexnet_tf.model import build_alexnet
+from alexnet_tf.optim import SGDCoupledWeightDecay
+
+MONITOR = "val_top1_error"
+# Weights only: the model is rebuilt from the run's flags.txt (build_model_for), and
+# the optimizer state needed to resume lives in checkpoints/backup/ while a run is unfinished.
+BEST_WEIGHTS = "best.weights.h5"
+LATEST_WEIGHTS = "latest.weights.h5"
+
+
+@keras.saving.register_keras_serializable(package="alexnet_tf")
+class TopKError(keras.metrics.SparseTopKCategoricalAccuracy):
+    """Top-k error (1 - top-k accuracy): the figure the paper reports."""
+
+    def result(self):
+        return 1.0 - super().result()
+
+
+def build_model_for(config, num_classes):
+    """The AlexNet a `TrainConfig` describes (untrained)."""
+    return build_alexnet(
+        num_classes=num_classes,
+        norm=config.norm,
+        towers=config.towers,
+        activation=config.activation,
+        dropout=config.dropout,
+        input_shape=(config.image_size, config.image_size, 3),
+        init=config.init,
+        seed=config.seed,
+    )
+
+
+def compile_model(model, config):
+    model.compile(
+        optimizer=SGDCoupledWeightDecay(
+            learning_rate=config.learning_rate, momentum=config.momentum, coupled_weight_decay=config.weight_decay
+        ),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=[TopKError(k=1, name="top1_error"), TopKError(k=5, name="top5_error")],
+        jit_compile=config.jit_compile,
+    )
+    return model
+
+
+class Throughput(keras.callbacks.Callback):
+    """Adds `images_per_s` (training images per second of training steps) to the epoch's logs."""
+
+    def __init__(self, global_batch_size):
+        super().__init__()
+        self.global_batch_size = global_batch_size
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start, self._steps, self._last = time.perf_counter(), 0, None
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._steps += 1
+        self._last = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None and self._steps:
+            logs["images_per_s"] = self._steps * self.global_batch_size / (self._last - self._start)
+
+
+class EpochSummary(keras.callbacks.Callback):
+    """One line per epoch, readable in logs that are not a terminal."""
+
+    def __init__(self, epochs):
+        super().__init__()
+        self.epochs = epochs
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        parts = [f"epoch {epoch + 1}/{self.epochs}"]
+        for key, label in (
+            ("loss", "loss"),
+            ("top1_error", "top-1 err"),
+            ("val_loss", "val loss"),
+            ("val_top1_error", "val top-1 err"),
+            ("val_top5_error", "val top-5 err"),
+        ):
+            if key in logs:
+                parts.append(f"{label} {logs[key]:.4f}")
+        lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        parts.append(f"lr {lr:.2g}")
+        if "images_per_s" in logs:
+            parts.append(f"{logs['images_per_s']:.1f} images/s")
+        parts.append(f"{time.perf_counter() - self._start:.0f}s")
+        print(" | ".join(parts), flush=True)
+
+
+class BestCheckpoint(keras.callbacks.ModelCheckpoint):
+    """ModelCheckpoint(save_best_only) that remembers the best value across resumptions."""
+
+    def __init__(self, filepath, monitor, best_so_far=None):
+        super().__init__(filepath, monitor=monitor, mode="min", save_best_only=True, save_weights_only=True)
+        if best_so_far is not None:
+            self.best = best_so_far
+
+
+def filter_grid(kernel):
+    """conv1's filters [kh, kw, 3, n] as one [1, H, W, 3] image, each filter scaled to [0, 1]."""
+    kernel = np.asarray(kernel, np.float32)
+    kh, kw, _, count = kernel.shape
+    filters = np.moveaxis(kernel, -1, 0)
+    low = filters.min(axis=(1, 2, 3), keepdims=True)
+    high = filters.max(axis=(1, 2, 3), keepdims=True)
+    filters = (filters - low) / np.maximum(high - low, 1e-12)
+    columns = int(math.ceil(math.sqrt(count * 4 / 3)))  # a landscape grid: 12 x 8 for 96
+    rows = int(math.ceil(count / columns))
+    grid = np.ones((rows * (kh + 1) + 1, columns * (kw + 1) + 1, 3), np.float32)
+    for index in range(count):
+        row, column = divmod(index, columns)
+        top, left = 1 + row * (kh + 1), 1 + column * (kw + 1)
+        grid[top : top + kh, left : left + kw] = filters[index]
+    return grid[None]
+
+
+class ImageSummaries(keras.callbacks.Callback):
+    """TensorBoard images: a few augmented training images once, conv1's filters every epoch."""
+
+    def __init__(self, log_dir, augmented_images, mean_rgb):
+        super().__init__()
+        self.writer = tf.summary.create_file_writer(str(pathlib.Path(log_dir) / "images"))
+        self.augmented_images = augmented_images
+        self.mean_rgb = np.asarray(mean_rgb, np.float32)
+
+    def on_train_begin(self, logs=None):
+        viewable = np.clip((self.augmented_images + self.mean_rgb) / 255.0, 0.0, 1.0)
+        with self.writer.as_default():
+            tf.summary.image("augmented_training_images", viewable, step=0, max_outputs=len(viewable))
+        self.writer.flush()
+
+    def on_epoch_end(self, epoch, logs=None):
+        kernel = self.model.get_layer("conv1").kernel
+        with self.writer.as_default():
+            tf.summary.image("conv1_filters", filter_grid(kernel.numpy()), step=epoch)
+        self.writer.flush()
+
+
+def write_hparams(log_dir, config, run_name):
+    from tensorboard.plugins.hparams import api as hparams_api
+
+    with tf.summary.create_file_writer(str(log_dir)).as_default():
+        hparams_api.hparams(config.hparams(), trial_id=run_name)
+
+
+def read_history(run_dir):
+    """Rows of history.csv as dicts of floats, one per epoch (a repeated epoch keeps its last row)."""
+    path = pathlib.Path(run_dir) / "history.csv"
+    if not path.is_file():
+        return []
+    by_epoch = {}
+    with path.open() as f:
+        for row in csv.DictReader(f):
+            try:
+                by_epoch[int(row["epoch"])] = {k: float(v) for k, v in row.items() if v not in ("", None)}
+            except (KeyError, ValueError):
+                continue
+    return [by_epoch[e] for e in sorted(by_epoch)]
+
+
+def dataset_stats(config, train_part, stats_dir):
+    """The run's training-set statistics: read back on resume, else computed and saved."""
+    if (stats_dir / "stats.json").is_file():
+        return preprocessing.DatasetStats.load(stats_dir)
+    if config.dataset == "imagenet2012":
+        return preprocessing.IMAGENET_STATS
+    images = train_part.map(lambda image, label: image)
+    resize_size = preprocessing.resize_size_for(config.image_size)
+    print(f"Computing the training set's mean and PCA eigen-pairs on up to {config.stats_images} images...", flush=True)
+    return preprocessing.compute_stats(images, resize_size, max_images=config.stats_images)
+
+
+def machine_description():
+    return {
+        "hostname": platform.node(),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+    }
+
+
+def train(config, *, run=None, devices=None, verbose=None):
+    """Trains AlexNet as `config` says; returns the results written to results.json.
+
+    `devices` (mirrored strategy only) pins the replicas, e.g. two logical CPUs in tests.
+    """
+    wall_start = time.time()
+    info = data.dataset_info(config.dataset, config.data_dir, **_source_options(config))
+    if "train" not in info.split_sizes:
+        raise data.DataError(f"dataset {config.dataset!r} has no training split here.")
+    num_examples = info.split_sizes["train"]
+    num_validation = math.ceil(config.validation_fraction * num_examples)
+    num_train = num_examples - num_validation
+
+    strategy = distribute.make_strategy(config.strategy, devices)
+    replicas = strategy.num_replicas_in_sync
+    if config.batch_size % replicas:
+        raise ValueError(
+            f"--batch_size={config.batch_size} does not divide by the {replicas} replicas; "
+            f"use a multiple of {replicas}."
+        )
+    steps_per_epoch = num_train // config.batch_size
+    if steps_per_epoch == 0:
+        raise ValueError(
+            f"--batch_size={config.batch_size} is larger than the {num_train} training examples; lower it."
+        )
+    if config.steps_per_epoch:
+        steps_per_epoch = min(steps_per_epoch, config.steps_per_epoch)
+
+    flagfile_text = config_lib.to_flagfile(config)
+    experiment_dir = pathlib.Path(config.experiments_dir) / config.experiment
+    run_dir, resumed = runs.resolve_run_dir(experiment_dir, flagfile_text, run)
+    chief = distribute.is_chief()
+    if chief:
+        if not resumed:
+            runs.claim_run_dir(run_dir, flagfile_text)
+        files_dir = run_dir
+    else:
+        # Other workers write their checkpoints apart; only the chief's are kept (Keras's pattern).
+        files_dir = pathlib.Path(os.environ.get("TMPDIR", "/tmp")) / f"alexnet_tf_worker_{os.getpid()}"
+    print(f"{'Resuming' if resumed else 'Starting'} run {run_dir}", flush=True)
+
+    keras.utils.set_random_seed(config.seed)
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    keras.mixed_precision.set_global_policy(config.mixed_precision)
+
+    source = data.load_split(config.dataset, "train", config.data_dir, decode=not info.encoded, **_source_options(config))
+    train_part, validation_part = input_pipeline.split_holdout(source, num_examples, config.validation_fraction)
+    stats = dataset_stats(config, train_part if not info.encoded else None, run_dir / "stats")
+    if chief and not (run_dir / "stats" / "stats.json").is_file():
+        stats.save(run_dir / "stats")
+    print(f"Dataset {config.dataset}: {num_train} training, {num_validation} validation examples; {stats.summary()}")
+
+    train_data = input_pipeline.train_dataset(
+        train_part.repeat(),
+        batch_size=config.batch_size,
+        stats=stats,
+        image_size=config.image_size,
+        seed=config.seed,
+        pca_std=config.pca_std,
+        mean=config.mean,
+        encoded=info.encoded,
+    )
+    eval_kwargs = dict(
+        batch_size=config.batch_size, stats=stats, image_size=config.image_size, mean=config.mean, encoded=info.encoded
+    )
+    validation_data = input_pipeline.eval_dataset(validation_part, **eval_kwargs) if num_validation else None
+    monitor = MONITOR if validation_data is not None else "top1_error"
+
+    with strategy.scope():
+        model = compile_model(build_model_for(config, info.num_classes), config)
+
+    checkpoints = files_dir / "checkpoints"
+    log_dir = run_dir / "tensorboard"
+    history = read_history(run_dir) if resumed else []
+    best_so_far = min((row[monitor] for row in history if monitor in row), default=None)
+    callbacks = [
+        keras.callbacks.BackupAndRestore(str(checkpoints / "backup"), double_checkpoint=True),
+        keras.callbacks.TerminateOnNaN(),
+        Throughput(config.batch_size),
+        keras.callbacks.ReduceLROnPlateau(
+            monitor=monitor,
+            mode="min",
+            factor=0.1,
+            patience=config.lr_patience,
+            min_lr=config.learning_rate * 0.1**config.lr_drops * 0.999,
+            verbose=1,
+        ),
+        BestCheckpoint(str(checkpoints / BEST_WEIGHTS), monitor=monitor, best_so_far=best_so_far),
+        keras.callbacks.ModelCheckpoint(str(checkpoints / LATEST_WEIGHTS), save_weights_only=True),
+        EpochSummary(config.epochs),
+    ]
+    if chief:
+        augmented = next(iter(train_data.take(1)))[0][:6].numpy()
+        write_hparams(log_dir, config, run_dir.name)
+        callbacks += [
+            keras.callbacks.TensorBoard(str(log_dir), write_graph=False, update_freq="epoch"),
+            ImageSummaries(log_dir, augmented, stats.mean_rgb),
+            keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
+        ]
+
+    if verbose is None:
+        # A progress bar on a terminal; elsewhere EpochSummary's line per epoch is enough.
+        verbose = 1 if sys.stdout.isatty() else 0
+    fit_history = model.fit(
+        train_data,
+        epochs=config.epochs,
+        steps_per_epoch=steps_per_epoch,
+        validation_data=validation_data,
+        callbacks=callbacks,
+        verbose=verbose,
+        shuffle=False,  # train_dataset shuffles, with the run's seed
+    )
+    if model.stop_training and fit_history.history.get("loss") and not np.isfinite(fit_history.history["loss"][-1]):
+        raise FloatingPointError(
+            f"the loss became non-finite; training stopped. The last good checkpoints are in {checkpoints}."
+        )
+
+    results = _results(config, run_dir, monitor, info, eval_kwargs, files_dir, wall_start)
+    if chief:
+        runs.write_results(run_dir, results)
+        print(f"Results: {run_dir / runs.RESULTS_FILE}")
+        print(f"TensorBoard: tensorboard --logdir {config.experiments_dir}")
+    return results
+
+
+def _source_options(config):
+    return {"tfds_data_dir": config.tfds_data_dir} if config.tfds_data_dir else {}
+
+
+def _results(config, run_dir, monitor, info, eval_kwargs, files_dir, wall_start):
+    history = read_history(run_dir) if (run_dir / "history.csv").is_file() else []
+    best_row = min((row for row in history if monitor in row), key=lambda row: row[monitor], default=None)
+    results = {
+        "run": str(run_dir),
+        "experiment": config.experiment,
+        "dataset": config.dataset,
+        "epochs": len(history),
+        "best_epoch": int(best_row["epoch"]) + 1 if best_row else None,
+        "best_validation_top1_error": best_row.get("val_top1_error") if best_row else None,
+        "best_validation_top5_error": best_row.get("val_top5_error") if best_row else None,
+        "test_top1_error": None,
+        "test_top5_error": None,
+        "images_per_s": statistics.median([r["images_per_s"] for r in history if "images_per_s" in r])
+        if any("images_per_s" in r for r in history)
+        else None,
+        "wall_time_s_this_process": round(time.time() - wall_start, 1),
+        "hparams": config.hparams(),
+        "machine": machine_description(),
+    }
+    best_path = files_dir / "checkpoints" / BEST_WEIGHTS
+    if "test" in info.split_sizes and best_path.is_file():
+        model = build_model_for(config, info.num_classes)
+        model.load_weights(best_path)
+        test = data.load_split(config.dataset, "test", config.data_dir, decode=not info.encoded, **_source_options(config))
+        top1, top5 = evaluate_model(model, input_pipeline.eval_dataset(test, **eval_kwargs))
+        results["test_top1_error"], results["test_top5_error"] = top1, top5
+        print(f"Test split ({info.split_sizes['test']} images, centre crop): top-1 error {top1:.4f}, top-5 error {top5:.4f}")
+    else:
+        print(f"Dataset {config.dataset!r} has no test split here: no test error recorded.")
+    return results
+
+
+def evaluate_model(model, dataset, crops=1):
+    """(top-1 error, top-5 error) of `model` over `dataset`; with crops > 1 the softmax is
+    averaged over each image's `crops` consecutive views."""
+    top1 = keras.metrics.SparseTopKCategoricalAccuracy(k=1)
+    top5 = keras.metrics.SparseTopKCategoricalAccuracy(k=min(5, model.output_shape[-1]))
+
+    @tf.function
+    def predict(images):
+        return tf.nn.softmax(tf.cast(model(images, training=False), tf.float32))
+
+    for images, labels in dataset:
+        probabilities = predict(images)
+        if crops > 1:
+            probabilities = tf.reduce_mean(tf.reshape(probabilities, [-1, crops, probabilities.shape[-1]]), axis=1)
+        top1.update_state(labels, probabilities)
+        top5.update_state(labels, probabilities)
+    return 1.0 - float(top1.result()), 1.0 - float(top5.result())
