@@ -9,7 +9,17 @@ INSTALLED := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 .DEFAULT_GOAL := help
-.PHONY: help install test bench clean
+.PHONY: help install test train experiment evaluate tensorboard bench clean
+
+# make train: DATASET, DATA_DIR, EPOCHS, NORM, EXPERIMENT set the matching flags; FLAGS is passed
+# through (e.g. FLAGS=--flagfile=experiments/cifar10_lrn.flags). With none of them, a short run on
+# the embedded CIFAR-10 sample (SAMPLE_EPOCHS epochs) that finishes in minutes on a laptop.
+SAMPLE_EPOCHS ?= 6
+TRAIN_ARGS = $(FLAGS) $(if $(DATASET),--dataset=$(DATASET)) $(if $(DATA_DIR),--data_dir=$(DATA_DIR)) \
+	$(if $(EPOCHS),--epochs=$(EPOCHS)) $(if $(NORM),--norm=$(NORM)) $(if $(EXPERIMENT),--experiment=$(EXPERIMENT))
+ifeq ($(strip $(FLAGS)$(DATASET)$(EPOCHS)$(EXPERIMENT)),)
+TRAIN_ARGS += --dataset=cifar10_sample --epochs=$(SAMPLE_EPOCHS) --experiment=sample
+endif
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-10s %s\n", $$1, $$2}'
@@ -24,6 +34,21 @@ install: $(INSTALLED) ## Create .venv/ and install the pinned requirements into 
 
 test: $(INSTALLED) ## Run the whole test suite (PYTEST_ARGS="-k lrn" to select)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+train: $(INSTALLED) ## Train (DATASET=cifar10 DATA_DIR=... EPOCHS=... NORM=... FLAGS=...)
+	$(PY) -m alexnet_tf.train $(TRAIN_ARGS)
+
+experiment: $(INSTALLED) ## Run experiments/NAME.flags into experiments/NAME/ (NAME=cifar10_lrn, DATA_DIR=...)
+	@test -n "$(NAME)" || { echo "error: give NAME=<experiment>, one of: $$(ls experiments/*.flags | xargs -n1 basename | sed 's/.flags$$//' | tr '\n' ' ')"; exit 2; }
+	@test -f experiments/$(NAME).flags || { echo "error: experiments/$(NAME).flags does not exist"; exit 2; }
+	$(PY) -m alexnet_tf.train --flagfile=experiments/$(NAME).flags --experiment=$(NAME) $(if $(DATA_DIR),--data_dir=$(DATA_DIR)) $(FLAGS)
+
+evaluate: $(INSTALLED) ## Evaluate a checkpoint or run directory (CHECKPOINT=experiments/sample/run1 [FLAGS=--ten_crop])
+	@test -n "$(CHECKPOINT)" || { echo "error: give CHECKPOINT=<run directory or .weights.h5 file>"; exit 2; }
+	$(PY) -m alexnet_tf.evaluate --checkpoint=$(CHECKPOINT) $(FLAGS)
+
+tensorboard: $(INSTALLED) ## Serve TensorBoard over experiments/ (PORT=6006)
+	$(VENV)/bin/tensorboard --logdir experiments --port $(or $(PORT),6006)
 
 bench: $(INSTALLED) ## Time the input pipeline against the training step (BENCH_FLAGS="--data_dir=...")
 	$(PY) -m alexnet_tf.bench $(BENCH_FLAGS)

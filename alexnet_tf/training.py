@@ -184,6 +184,25 @@ def read_history(run_dir):
     return [by_epoch[e] for e in sorted(by_epoch)]
 
 
+def eval_batch_size(num_examples, batch_size, replicas):
+    """A batch size for evaluation under a strategy whose batches give every replica data.
+
+    tf.distribute splits each batch of a file-backed dataset into per-replica
+    chunks of size/replicas, so a short last batch can leave the last
+    replicas an empty batch, on which TensorFlow 2.21's CPU convolution
+    returns a wrong shape and the step fails. Returns the largest multiple
+    of `replicas` <= batch_size whose last batch is empty or reaches every
+    replica, or None when there is none (then drop the remainder).
+    """
+    if replicas == 1:
+        return batch_size
+    for size in range(batch_size - batch_size % replicas, replicas - 1, -replicas):
+        remainder = num_examples % size
+        if remainder == 0 or remainder > (replicas - 1) * (size // replicas):
+            return size
+    return None
+
+
 def dataset_stats(config, train_part, stats_dir):
     """The run's training-set statistics: read back on resume, else computed and saved."""
     if (stats_dir / "stats.json").is_file():
@@ -274,7 +293,15 @@ def train(config, *, run=None, devices=None, verbose=None):
     eval_kwargs = dict(
         batch_size=config.batch_size, stats=stats, image_size=config.image_size, mean=config.mean, encoded=info.encoded
     )
-    validation_data = input_pipeline.eval_dataset(validation_part, **eval_kwargs) if num_validation else None
+    validation_data = None
+    if num_validation:
+        validation_batch = eval_batch_size(num_validation, config.batch_size, replicas)
+        if validation_batch is None:
+            validation_batch = config.batch_size
+            kept = num_validation - num_validation % validation_batch
+            print(f"Validating on {kept} of the {num_validation} held-out examples: whole batches for {replicas} replicas.")
+            validation_part = validation_part.take(kept)
+        validation_data = input_pipeline.eval_dataset(validation_part, **{**eval_kwargs, "batch_size": validation_batch})
     monitor = MONITOR if validation_data is not None else "top1_error"
 
     with strategy.scope():

@@ -1,0 +1,199 @@
+import csv
+import dataclasses
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+from absl import flags
+
+from alexnet_tf import config as config_lib
+from alexnet_tf import runs, training
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+# A run small enough for CPU tests: 64x64 crops, a few steps per epoch.
+TINY = dict(batch_size=16, image_size=64, steps_per_epoch=2, stats_images=64, epochs=1)
+
+
+def parse(*argv):
+    flag_values = flags.FlagValues()
+    config_lib.define_flags(flag_values)
+    flag_values(["train", *argv])
+    return config_lib.config_from_flags(flag_values)
+
+
+def test_default_flags_are_the_papers_recipe():
+    config = parse()
+    assert config == config_lib.TrainConfig()
+    assert (config.learning_rate, config.momentum, config.weight_decay, config.batch_size) == (0.01, 0.9, 5e-4, 128)
+    assert (config.epochs, config.lr_drops, config.norm, config.towers, config.init) == (90, 3, "lrn", 1, "paper")
+    assert (config.image_size, config.dropout, config.pca_std) == (224, 0.5, 0.1)
+
+
+def test_flags_map_onto_the_config():
+    config = parse(
+        "--dataset=cifar10", "--data_dir=/data/c10", "--experiment=e", "--epochs=3", "--batch_size=64",
+        "--learning_rate=0.02", "--norm=batchnorm", "--towers=2", "--activation=tanh", "--image_size=112",
+        "--seed=4", "--validation_fraction=0.2", "--mixed_precision=mixed_bfloat16", "--strategy=one_device",
+        "--deterministic",
+    )
+    assert config.towers == 2 and isinstance(config.towers, int)
+    assert (config.dataset, config.data_dir, config.experiment, config.epochs) == ("cifar10", "/data/c10", "e", 3)
+    assert (config.norm, config.activation, config.image_size, config.seed) == ("batchnorm", "tanh", 112, 4)
+    assert (config.mixed_precision, config.strategy, config.deterministic) == ("mixed_bfloat16", "one_device", True)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["--norm=layernorm"], ["--towers=3"], ["--epochs=0"], ["--batch_size=-1"], ["--activation=gelu"], ["--dataset=mnist"]],
+)
+def test_bad_flag_values_are_refused(argv):
+    with pytest.raises(flags.IllegalFlagValueError):
+        parse(*argv)
+
+
+def test_flagfile_round_trip(tmp_path):
+    config = parse("--norm=none", "--towers=2", "--deterministic", "--data_dir=/x", "--epochs=7")
+    path = tmp_path / "flags.txt"
+    path.write_text(config_lib.to_flagfile(config))
+    assert config_lib.config_from_flagfile(path) == config
+
+
+def test_run_rules(tmp_path):
+    text_a, text_b = "--epochs=1\n", "--epochs=2\n"
+    run_dir, resumed = runs.resolve_run_dir(tmp_path, text_a)
+    assert (run_dir.name, resumed) == ("run1", False)
+    runs.claim_run_dir(run_dir, text_a)
+    assert runs.resolve_run_dir(tmp_path, text_a) == (run_dir, True)  # unfinished, same flags: resume
+    assert runs.resolve_run_dir(tmp_path, text_b)[0].name == "run2"  # other flags: a new run
+    runs.write_results(run_dir, {"done": True})
+    assert runs.resolve_run_dir(tmp_path, text_a) == (tmp_path / "run2", False)  # finished: never reused
+    with pytest.raises(runs.RunError, match="already finished"):
+        runs.resolve_run_dir(tmp_path, text_a, run="run1")
+    runs.claim_run_dir(tmp_path / "mine", text_a)
+    with pytest.raises(runs.RunError, match="other flags"):
+        runs.resolve_run_dir(tmp_path, text_b, run="mine")
+    assert runs.resolve_run_dir(tmp_path, text_a, run="mine") == (tmp_path / "mine", True)
+    with pytest.raises(runs.RunError, match="not a usable run name"):
+        runs.resolve_run_dir(tmp_path, text_a, run="../elsewhere")
+
+
+def scalar_tags(event_dir):
+    tags = set()
+    for path in pathlib.Path(event_dir).glob("events.out.tfevents.*"):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                tags.add(value.tag)
+    return tags
+
+
+def test_one_epoch_on_tfds_mock_data_writes_the_run_directory(tmp_path):
+    config = config_lib.TrainConfig(dataset="cifar10", experiments_dir=str(tmp_path), experiment="mock", **TINY)
+    with tfds.testing.mock_data(num_examples=40):
+        results = training.train(config, verbose=0)
+    run_dir = tmp_path / "mock" / "run1"
+    assert config_lib.config_from_flagfile(run_dir / "flags.txt") == config
+    for name in ("results.json", "history.csv", "stats/stats.json", "checkpoints/best.weights.h5",
+                 "checkpoints/latest.weights.h5"):
+        assert (run_dir / name).is_file(), name
+    assert json.loads((run_dir / "results.json").read_text()) == results
+    assert results["epochs"] == 1 and 0.0 <= results["best_validation_top1_error"] <= 1.0
+    assert results["test_top1_error"] is not None and results["images_per_s"] > 0
+    assert {"epoch_loss", "epoch_top1_error", "epoch_top5_error", "epoch_learning_rate", "epoch_images_per_s"} <= (
+        scalar_tags(run_dir / "tensorboard" / "train")
+    )
+    assert {"epoch_loss", "epoch_top1_error", "epoch_top5_error"} <= scalar_tags(run_dir / "tensorboard" / "validation")
+    assert {"augmented_training_images", "conv1_filters"} <= scalar_tags(run_dir / "tensorboard" / "images")
+    assert "_hparams_/session_start_info" in scalar_tags(run_dir / "tensorboard")
+
+
+def test_filter_grid_scales_each_filter():
+    kernel = np.random.default_rng(0).normal(size=(11, 11, 3, 96))
+    grid = training.filter_grid(kernel)
+    assert grid.shape == (1, 8 * 12 + 1, 12 * 12 + 1, 3)
+    assert grid.min() == 0.0 and grid.max() == 1.0
+
+
+def test_two_replicas_match_one_device(tmp_path):
+    base = config_lib.TrainConfig(
+        dataset="cifar10_sample", experiments_dir=str(tmp_path), dropout=0.0, pca_std=0.0, **TINY
+    )
+    weights = {}
+    for name, devices in (("one", ["/cpu:0"]), ("two", ["/cpu:0", "/cpu:1"])):
+        config = dataclasses.replace(base, experiment=name)
+        training.train(config, devices=devices, verbose=0)
+        model = training.build_model_for(config, 10)
+        model.load_weights(tmp_path / name / "run1" / "checkpoints" / "latest.weights.h5")
+        weights[name] = model.get_weights()
+    for one, two in zip(weights["one"], weights["two"]):
+        np.testing.assert_allclose(one, two, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("examples,batch,replicas", [(100, 16, 2), (33, 16, 2), (103, 10, 4), (7, 128, 2), (40, 16, 2)])
+def test_eval_batches_never_leave_a_replica_empty(examples, batch, replicas):
+    size = training.eval_batch_size(examples, batch, replicas)
+    assert size % replicas == 0 and replicas <= size <= batch
+    per_replica = size // replicas
+    last = examples % size or size
+    assert all(min(per_replica, last - k * per_replica) > 0 for k in range(replicas))
+
+
+def test_eval_batch_size_none_when_no_size_fits():
+    assert training.eval_batch_size(5, 4, 4) is None  # sizes 4: remainder 1 reaches one replica only
+    assert training.eval_batch_size(5, 4, 1) == 4
+
+
+def test_a_global_batch_that_does_not_split_across_replicas_is_refused(tmp_path):
+    config = config_lib.TrainConfig(
+        dataset="cifar10_sample", experiments_dir=str(tmp_path), **{**TINY, "batch_size": 15}
+    )
+    with pytest.raises(ValueError, match="does not divide by the 2 replicas"):
+        training.train(config, devices=["/cpu:0", "/cpu:1"], verbose=0)
+    assert not (tmp_path / "default").exists()  # refused before anything was written
+
+
+def train_command(experiments_dir, epochs):
+    return [
+        sys.executable, "-m", "alexnet_tf.train", "--dataset=cifar10_sample", f"--experiments_dir={experiments_dir}",
+        "--experiment=resume", f"--epochs={epochs}", "--batch_size=16", "--image_size=64", "--steps_per_epoch=6",
+        "--stats_images=64",
+    ]
+
+
+def history_epochs(run_dir):
+    path = run_dir / "history.csv"
+    if not path.is_file():
+        return []
+    with path.open() as f:
+        return [int(row["epoch"]) for row in csv.DictReader(f)]
+
+
+def test_killed_run_resumes_when_the_same_command_runs_again(tmp_path):
+    command = train_command(tmp_path, epochs=4)
+    run_dir = tmp_path / "resume" / "run1"
+    environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    process = subprocess.Popen(command, cwd=REPO_ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.time() + 240
+    while len(history_epochs(run_dir)) < 2 and time.time() < deadline and process.poll() is None:
+        time.sleep(0.2)
+    assert process.poll() is None, process.stdout.read().decode()[-2000:]
+    process.send_signal(signal.SIGKILL)  # mid-run, without warning
+    process.wait()
+    done_before_kill = len(history_epochs(run_dir))
+    assert 2 <= done_before_kill < 4 and not (run_dir / "results.json").exists()
+
+    finished = subprocess.run(command, cwd=REPO_ROOT, env=environment, capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 0, finished.stdout[-2000:] + finished.stderr[-2000:]
+    assert f"Resuming run {run_dir}" in finished.stdout
+    assert sorted(set(history_epochs(run_dir))) == [0, 1, 2, 3]
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["epochs"] == 4
+    assert not (tmp_path / "resume" / "run2").exists()
+    assert (run_dir / "checkpoints" / "best.weights.h5").is_file()
