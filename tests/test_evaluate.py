@@ -1,0 +1,202 @@
+import dataclasses
+import json
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from alexnet_tf import cli, data, evaluate, runs, training
+from alexnet_tf import config as config_lib
+from alexnet_tf import preprocessing as pp
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+SAMPLE_TEST_BATCH = data.SAMPLE_CIFAR10_DIR / data.CIFAR10_TEST_FILE
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """A finished one-epoch run on the embedded sample (64x64 crops).
+
+    Kept under the session's base temp folder, so that tests/test_predict.py
+    (which has the same fixture) reuses it in the same pytest session.
+    """
+    experiments = tmp_path_factory.getbasetemp() / "tiny_alexnet_run"
+    run = experiments / "t" / "run1"
+    if not runs.is_finished(run):
+        shutil.rmtree(experiments, ignore_errors=True)
+        config = config_lib.TrainConfig(
+            dataset="cifar10_sample", experiments_dir=str(experiments), experiment="t",
+            epochs=1, batch_size=32, image_size=64, steps_per_epoch=2, stats_images=64,
+        )  # fmt: skip
+        training.train(config, verbose=0)
+    return run
+
+
+def sample_records(count):
+    """The first `count` records of the sample's test batch: (uint8 images [N, 32, 32, 3], raw records)."""
+    records = np.fromfile(SAMPLE_TEST_BATCH, np.uint8).reshape(-1, data.CIFAR10_RECORD_BYTES)[:count].copy()
+    images = records[:, 1:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+    return images, records
+
+
+def write_cifar10_folder(folder, records):
+    folder.mkdir(parents=True)
+    records.tofile(folder / data.CIFAR10_TEST_FILE)
+    shutil.copy(data.SAMPLE_CIFAR10_DIR / data.CIFAR10_META_FILE, folder)
+    return folder
+
+
+def copy_run(run_dir, destination, checkpoints=True):
+    """The run's flags and statistics (and checkpoints) in a new run directory."""
+    destination.mkdir(parents=True)
+    shutil.copy(run_dir / runs.FLAGS_FILE, destination)
+    shutil.copytree(run_dir / "stats", destination / "stats")
+    (destination / "checkpoints").mkdir()
+    if checkpoints:
+        for name in (training.BEST_WEIGHTS, training.LATEST_WEIGHTS):
+            shutil.copy(run_dir / "checkpoints" / name, destination / "checkpoints")
+    return destination
+
+
+def test_centre_crop_evaluation_matches_the_runs_own_test_error(run_dir):
+    result = evaluate.evaluate_checkpoint(run_dir, batch_size=32)
+    recorded = runs.read_results(run_dir)
+
+    assert tuple(result) == evaluate.RESULT_KEYS
+    assert result["checkpoint"] == str((run_dir / "checkpoints" / training.BEST_WEIGHTS).resolve())
+    assert (result["dataset"], result["split"]) == ("cifar10_sample", "test")
+    assert (result["examples"], result["crops"]) == (200, 1)
+    assert result["top1_error"] == pytest.approx(recorded["test_top1_error"], abs=1e-6)
+    assert result["top5_error"] == pytest.approx(recorded["test_top5_error"], abs=1e-6)
+    assert 0.0 <= result["top5_error"] <= result["top1_error"] <= 1.0
+    assert result["top1_accuracy"] == pytest.approx(1.0 - result["top1_error"])
+    assert result["top5_accuracy"] == pytest.approx(1.0 - result["top5_error"])
+
+
+def test_ten_crop_averages_the_softmax_over_the_ten_views(run_dir, tmp_path):
+    # Weights whose views disagree (the one-epoch run predicts nearly one class everywhere), and labels
+    # placed at chosen ranks of the ten-crop average, so the expected errors are known exactly.
+    run = copy_run(run_dir, tmp_path / "run", checkpoints=False)
+    config = config_lib.config_from_flagfile(run / runs.FLAGS_FILE)
+    model = training.build_model_for(dataclasses.replace(config, init="he", seed=3), 10)
+    model.save_weights(run / "checkpoints" / training.BEST_WEIGHTS)
+
+    images, records = sample_records(20)
+    stats = pp.DatasetStats.load(run / "stats")
+    prepared = pp.subtract_mean(pp.resize_and_center_crop(images, pp.resize_size_for(64)), stats.mean_rgb)
+    views = tf.stack([pp.ten_crop(image, 64) for image in prepared])  # [20, 10, 64, 64, 3]
+    probabilities = tf.nn.softmax(model(tf.reshape(views, [-1, 64, 64, 3]), training=False)).numpy()
+    probabilities = probabilities.reshape(20, 10, 10)
+    ten_crop_ranking = np.argsort(-probabilities.mean(axis=1), axis=1)
+    ranks = np.array([9, 0, 0, 0] * 5)  # with ten crops: top-1 error 0.25, top-5 error 0.25
+    labels = ten_crop_ranking[np.arange(20), ranks]
+    records[:, 0] = labels
+    folder = write_cifar10_folder(tmp_path / "cifar10", records)
+
+    ten = evaluate.evaluate_checkpoint(run, data_dir=str(folder), ten_crop=True, batch_size=8)
+    centre = evaluate.evaluate_checkpoint(run, data_dir=str(folder), batch_size=8)
+
+    assert (ten["dataset"], ten["examples"], ten["crops"]) == ("cifar10", 20, 10)
+    assert (ten["top1_error"], ten["top5_error"]) == pytest.approx((0.25, 0.25), abs=1e-6)
+    # The centre crop is view 4 (preprocessing.ten_crop's order). Its top class differs from the
+    # ten-crop average's on some images, so a centre-crop evaluation could not pass the check above.
+    centre_ranking = np.argsort(-probabilities[:, 4], axis=1)
+    centre_rank = np.argmax(centre_ranking == labels[:, None], axis=1)
+    assert np.mean(centre_rank > 0) > 0.25
+    assert (centre["examples"], centre["crops"]) == (20, 1)
+    assert centre["top1_error"] == pytest.approx(np.mean(centre_rank > 0), abs=1e-6)
+    assert centre["top5_error"] == pytest.approx(np.mean(centre_rank > 4), abs=1e-6)
+
+
+def one_line_error(capsys, **kwargs):
+    """(exit status, stderr) of evaluate_checkpoint's failure as the command reports it."""
+    with pytest.raises(SystemExit) as exit_info, cli.one_line_errors():
+        evaluate.evaluate_checkpoint(**kwargs)
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    return exit_info.value.code, err
+
+
+def test_bad_checkpoint_paths_are_one_line_errors(run_dir, tmp_path, capsys):
+    code, err = one_line_error(capsys, checkpoint=tmp_path / "nowhere")
+    assert code == cli.EXIT_DATA and "does not exist" in err
+
+    code, err = one_line_error(capsys, checkpoint=run_dir / runs.FLAGS_FILE)
+    assert code == cli.EXIT_USAGE and "is not a checkpoint" in err
+
+    code, err = one_line_error(capsys, checkpoint=tmp_path)
+    assert code == cli.EXIT_USAGE and "not a run directory (it has no flags.txt)" in err
+
+    loose = tmp_path / "loose" / training.BEST_WEIGHTS
+    loose.parent.mkdir()
+    shutil.copy(run_dir / "checkpoints" / training.BEST_WEIGHTS, loose)
+    code, err = one_line_error(capsys, checkpoint=loose)
+    assert code == cli.EXIT_USAGE and "is not inside a run directory" in err
+
+    unfinished = copy_run(run_dir, tmp_path / "unfinished", checkpoints=False)
+    code, err = one_line_error(capsys, checkpoint=unfinished)
+    assert code == cli.EXIT_DATA and "has no checkpoints/best.weights.h5" in err
+
+    corrupt = copy_run(run_dir, tmp_path / "corrupt")
+    (corrupt / "checkpoints" / training.BEST_WEIGHTS).write_bytes(b"not hdf5")
+    code, err = one_line_error(capsys, checkpoint=corrupt)
+    assert code == cli.EXIT_DATA and "not a readable Keras weights file" in err
+
+
+def test_data_that_does_not_fit_the_model_is_a_one_line_error(run_dir, capsys):
+    code, err = one_line_error(capsys, checkpoint=run_dir, dataset="synthetic")
+    assert code == cli.EXIT_USAGE
+    assert "dataset 'synthetic' has 1000 classes but the checkpoint's model has 10 outputs" in err
+
+    code, err = one_line_error(capsys, checkpoint=run_dir, split="validation")
+    assert code == cli.EXIT_DATA and "split='validation' is not a split of cifar10_sample" in err
+
+    code, err = one_line_error(capsys, checkpoint=run_dir, dataset="cifar10_sample", data_dir="/tmp")
+    assert code == cli.EXIT_USAGE and "reads no files" in err
+
+
+def evaluate_command(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "alexnet_tf.evaluate", *map(str, args)],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+
+
+def test_command_prints_a_summary_and_a_json_last_line(run_dir, tmp_path):
+    _, records = sample_records(20)
+    folder = write_cifar10_folder(tmp_path / "cifar10", records)
+    latest = run_dir / "checkpoints" / training.LATEST_WEIGHTS
+
+    done = evaluate_command(f"--checkpoint={latest}", f"--data_dir={folder}", "--ten_crop", "--batch_size=8")
+
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    result = json.loads(lines[-1])
+    assert sorted(result) == sorted(evaluate.RESULT_KEYS)
+    assert (result["dataset"], result["split"], result["examples"], result["crops"]) == ("cifar10", "test", 20, 10)
+    assert result["checkpoint"] == str(latest.resolve())
+    assert 0.0 <= result["top5_error"] <= result["top1_error"] <= 1.0
+    summary = "\n".join(lines[:-1])
+    assert f"Checkpoint:  {latest.resolve()}" in summary
+    assert "cifar10, split 'test', 20 images" in summary
+    assert f"Top-1:       error {result['top1_error']:.4f}   accuracy {result['top1_accuracy']:.4f}" in summary
+
+
+@pytest.mark.parametrize(
+    "args, code, message",
+    [
+        (["--dataset=synthetic"], cli.EXIT_USAGE, "has 1000 classes but the checkpoint's model has 10 outputs"),
+        (["--split=validation"], cli.EXIT_DATA, "split='validation' is not a split of cifar10_sample"),
+    ],
+)
+def test_command_errors_are_one_line_with_the_exit_status(run_dir, args, code, message):
+    done = evaluate_command(f"--checkpoint={run_dir}", *args)
+    assert done.returncode == code
+    assert done.stdout == ""
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and message in errors[0], done.stderr
+    assert "Traceback" not in done.stderr
