@@ -41,6 +41,54 @@ def make_strategy(name="mirrored", devices=None):
     return tf.distribute.MultiWorkerMirroredStrategy()
 
 
+def prepare_model_for(strategy_name, model):
+    """Adapts a Keras model to the strategy; call it before `fit`.
+
+    Keras 3.15's `fit` builds metrics and optimizer state from a first batch
+    that it averages across replicas with an eager `strategy.reduce`, which
+    MultiWorkerMirroredStrategy cannot run outside a tf.function (keras-team/
+    keras#20585: Keras 3's multi-worker `fit` fails with "Attempt to convert a
+    value (PerReplica...)"). The build only needs the batch's structure and
+    shapes, so under multi_worker this model uses the first local replica's
+    batch instead.
+
+    Keras then averages each step's outputs across workers with
+    `strategy.reduce("MEAN", value, axis=0)`, which fails on the scalar loss
+    and metric results ("Invalid reduction dimension 0 for input with 0
+    dimensions"). The steps here return them with shape [1]; the reduction
+    averages them back to scalars (metric results are already synchronised
+    across replicas, so their mean is exact). Other strategies are left as
+    they are.
+    """
+    if strategy_name != "multi_worker":
+        return model
+    from keras.src import tree
+
+    def symbolic_build_from_local_batch(iterator=None, data_batch=None):
+        if iterator is not None:
+            for _, _, batches in iterator:
+                data_batch = tree.map_structure(
+                    lambda value: model.distribute_strategy.experimental_local_results(value)[0]
+                    if isinstance(value, tf.distribute.DistributedValues)
+                    else value,
+                    next(batches),
+                )
+                break
+        with model.distribute_strategy.scope():
+            model._symbolic_build(data_batch=data_batch)
+
+    def as_vectors(step):
+        def step_returning_vectors(data):
+            return tree.map_structure(lambda value: tf.reshape(value, [1]), step(data))
+
+        return step_returning_vectors
+
+    model._maybe_symbolic_build = symbolic_build_from_local_batch
+    model.train_step = as_vectors(model.train_step)
+    model.test_step = as_vectors(model.test_step)
+    return model
+
+
 def is_chief(strategy=None):
     """Whether this process writes the run's files (worker 0, or a single process)."""
     config = json.loads(os.environ.get("TF_CONFIG", "{}"))
@@ -50,6 +98,10 @@ def is_chief(strategy=None):
     return task.get("type") == "chief" or (
         task.get("type") == "worker" and task.get("index", 0) == 0 and "chief" not in config["cluster"]
     )
+
+
+def worker_index():
+    return json.loads(os.environ.get("TF_CONFIG", "{}")).get("task", {}).get("index", 0)
 
 
 def num_workers():

@@ -63,6 +63,19 @@ def _decode_center_square(encoded):
     return tf.cond(tf.io.is_jpeg(encoded), decode_jpeg, decode_other)
 
 
+def _shard_by_data(dataset):
+    """Lets several workers share a pipeline whose source may be a single file.
+
+    tf.distribute's default shards by file, which fails for one-file sources
+    (the CIFAR sample, a tfds split of one shard). Sharding by data gives each
+    worker its part of every global batch; every worker runs the whole
+    pipeline to get it, which is fine on a few machines.
+    """
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options)
+
+
 def _seeds(seed):
     """An endless dataset of [2] int64 seeds for stateless ops, new each epoch."""
     return tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
@@ -133,7 +146,7 @@ def train_dataset(
     dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
     dataset = tf.data.Dataset.zip(dataset, _seeds(seed + 1))
     dataset = dataset.map(augment_batch, num_parallel_calls=AUTOTUNE, deterministic=True)
-    return dataset.prefetch(AUTOTUNE)
+    return _shard_by_data(dataset.prefetch(AUTOTUNE))
 
 
 def eval_dataset(
@@ -174,4 +187,4 @@ def eval_dataset(
             lambda views, labels: (tf.reshape(views, [-1, image_size, image_size, 3]), labels),
             num_parallel_calls=AUTOTUNE,
         )
-    return dataset.prefetch(AUTOTUNE)
+    return _shard_by_data(dataset.prefetch(AUTOTUNE))

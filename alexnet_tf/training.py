@@ -10,8 +10,10 @@ import math
 import os
 import pathlib
 import platform
+import shutil
 import statistics
 import sys
+import tempfile
 import time
 
 import keras
@@ -228,7 +230,8 @@ def machine_description():
 
 
 def train(config, *, run=None, devices=None, verbose=None):
-    """Trains AlexNet as `config` says; returns the results written to results.json.
+    """Trains AlexNet as `config` says; returns the results written to results.json
+    (None on a multi-worker run's non-chief workers, which write no run files).
 
     `devices` (mirrored strategy only) pins the replicas, e.g. two logical CPUs in tests.
     """
@@ -263,10 +266,12 @@ def train(config, *, run=None, devices=None, verbose=None):
         if not resumed:
             runs.claim_run_dir(run_dir, flagfile_text)
         files_dir = run_dir
+        print(f"{'Resuming' if resumed else 'Starting'} run {run_dir}", flush=True)
     else:
-        # Other workers write their checkpoints apart; only the chief's are kept (Keras's pattern).
-        files_dir = pathlib.Path(os.environ.get("TMPDIR", "/tmp")) / f"alexnet_tf_worker_{os.getpid()}"
-    print(f"{'Resuming' if resumed else 'Starting'} run {run_dir}", flush=True)
+        # Other workers write their checkpoints apart and drop them at the end; only
+        # the chief's are kept (Keras's multi-worker pattern).
+        files_dir = pathlib.Path(tempfile.mkdtemp(prefix="alexnet_tf_worker_"))
+        print(f"Worker {distribute.worker_index()} of {distribute.num_workers()} training run {run_dir}", flush=True)
 
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
@@ -306,6 +311,7 @@ def train(config, *, run=None, devices=None, verbose=None):
 
     with strategy.scope():
         model = compile_model(build_model_for(config, info.num_classes), config)
+    distribute.prepare_model_for(config.strategy, model)
 
     checkpoints = files_dir / "checkpoints"
     log_dir = run_dir / "tensorboard"
@@ -353,11 +359,13 @@ def train(config, *, run=None, devices=None, verbose=None):
             f"the loss became non-finite; training stopped. The last good checkpoints are in {checkpoints}."
         )
 
+    if not chief:
+        shutil.rmtree(files_dir, ignore_errors=True)
+        return None
     results = _results(config, run_dir, monitor, info, eval_kwargs, files_dir, wall_start)
-    if chief:
-        runs.write_results(run_dir, results)
-        print(f"Results: {run_dir / runs.RESULTS_FILE}")
-        print(f"TensorBoard: tensorboard --logdir {config.experiments_dir}")
+    runs.write_results(run_dir, results)
+    print(f"Results: {run_dir / runs.RESULTS_FILE}")
+    print(f"TensorBoard: tensorboard --logdir {config.experiments_dir}")
     return results
 
 

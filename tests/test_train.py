@@ -197,3 +197,49 @@ def test_killed_run_resumes_when_the_same_command_runs_again(tmp_path):
     assert results["epochs"] == 4
     assert not (tmp_path / "resume" / "run2").exists()
     assert (run_dir / "checkpoints" / "best.weights.h5").is_file()
+
+
+def free_ports(count):
+    import socket
+
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def test_two_workers_on_localhost_train_together_and_only_the_chief_writes(tmp_path):
+    workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
+    command = [
+        sys.executable, "-m", "alexnet_tf.train", "--strategy=multi_worker", "--dataset=cifar10_sample",
+        f"--experiments_dir={tmp_path / 'experiments'}", "--experiment=mw", "--epochs=2", "--batch_size=16",
+        "--image_size=64", "--steps_per_epoch=2", "--stats_images=64",
+    ]
+    processes = []
+    for index in range(2):
+        tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+        scratch = tmp_path / f"tmp{index}"
+        scratch.mkdir()
+        environment = {**os.environ, "TF_CONFIG": json.dumps(tf_config), "TMPDIR": str(scratch)}
+        processes.append(
+            subprocess.Popen(command, cwd=REPO_ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        )
+    outputs = []
+    for process in processes:
+        try:
+            outputs.append(process.communicate(timeout=300)[0])
+        finally:
+            process.kill()
+    for process, output in zip(processes, outputs):
+        assert process.returncode == 0, output[-3000:]
+    run_dir = tmp_path / "experiments" / "mw" / "run1"
+    assert json.loads((run_dir / "results.json").read_text())["epochs"] == 2
+    assert sorted(p.name for p in (tmp_path / "experiments" / "mw").iterdir()) == ["run1"]
+    assert "Worker 1 of 2 training run" in outputs[1] and "Results:" not in outputs[1]
+    assert not list((tmp_path / "tmp1").iterdir())  # the non-chief's scratch checkpoints are gone
+    # Synchronous training: both workers logged the same losses.
+    losses = [[line.split("| loss ")[1].split(" ")[0] for line in out.splitlines() if "| loss " in line] for out in outputs]
+    assert losses[0] == losses[1] and len(losses[0]) == 2
