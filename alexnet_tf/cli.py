@@ -11,7 +11,7 @@ EXIT_DATA = 1
 
 def refuse_extra_arguments(argv):
     if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])} (flags start with --)")
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])} (flags start with --)", exitcode=EXIT_USAGE)
 
 
 @contextlib.contextmanager

@@ -34,6 +34,7 @@ import dataclasses
 import os
 import pathlib
 import re
+import sys
 
 import tensorflow as tf
 
@@ -579,6 +580,8 @@ def _tfds_split(name, split, options, *, decode, manual_dir):
     if not decode:
         # tfds stores ImageNet as JPEG (it re-encodes the few PNG and CMYK files).
         load_kwargs["decoders"] = {"image": tfds.decode.SkipDecoding()}
+    if name == "cifar10" and options.get("download", True):
+        _say_before_downloading(tfds, name, options)
     try:
         return tfds.load(
             name,
@@ -591,6 +594,22 @@ def _tfds_split(name, split, options, *, decode, manual_dir):
         )
     except Exception as err:  # tfds raises many types (AssertionError, OSError, ImportError, ...)
         raise DataError(_tfds_failure_message(name, options, manual_dir, err)) from err
+
+
+def _say_before_downloading(tfds, name, options):
+    """Offline, tfds retries a download for minutes before failing: say what is happening first."""
+    try:
+        prepared = tfds.builder(name, data_dir=options.get("tfds_data_dir")).is_prepared()
+    except Exception:  # the load below reports problems properly
+        return
+    if not prepared:
+        print(
+            f"Downloading and preparing {name} with tensorflow-datasets (needs the network; offline it "
+            f"fails after a few minutes of retries: point --data_dir or ${DATA_DIR_ENV} at a folder of "
+            f"CIFAR-10 binary batches instead).",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def _tfds_failure_message(name, options, manual_dir, err):

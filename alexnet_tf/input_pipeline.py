@@ -42,7 +42,7 @@ def split_holdout(dataset, num_examples, validation_fraction):
     return dataset.take(num_train), dataset.skip(num_train)
 
 
-def _decode_center_square(encoded):
+def decode_center_square(encoded):
     """Decodes an encoded image, keeping only its central square.
 
     JPEGs go through the fused decode-and-crop op, which skips the pixels
@@ -123,7 +123,7 @@ def train_dataset(
     def augment_image(example, seed):
         image, label = example
         if encoded:
-            image = _decode_center_square(image)
+            image = decode_center_square(image)
         image = preprocessing.resize_and_center_crop(image, resize_size)
         if mean_image is not None:
             image = preprocessing.subtract_mean(image, mean_image)
@@ -173,7 +173,7 @@ def eval_dataset(
 
     def prepare(image, label):
         if encoded:
-            image = _decode_center_square(image)
+            image = decode_center_square(image)
         image = preprocessing.resize_and_center_crop(image, resize_size)
         image = preprocessing.subtract_mean(image, mean_value)
         if ten_crop:

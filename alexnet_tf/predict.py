@@ -108,7 +108,7 @@ class Predictor(tf.Module):
     def serve_bytes(self, image_bytes):
         def views(encoded):
             # As eval_dataset(encoded=True) does: the central square straight from the file.
-            image = input_pipeline._decode_center_square(encoded)
+            image = input_pipeline.decode_center_square(encoded)
             image.set_shape([None, None, 3])
             return self.preprocess(image)
 

@@ -45,3 +45,19 @@ def shared_cifar10_dir():
             pytest.fail(message)
         pytest.skip(message)
     return path
+
+
+@pytest.fixture(scope="session")
+def run_dir(tmp_path_factory):
+    """A finished one-epoch training run on the embedded sample (64x64 crops), made once per session."""
+    from alexnet_tf import config, training
+
+    experiments = tmp_path_factory.mktemp("tiny_alexnet_run")
+    training.train(
+        config.TrainConfig(
+            dataset="cifar10_sample", experiments_dir=str(experiments), experiment="t",
+            epochs=1, batch_size=32, image_size=64, steps_per_epoch=2, stats_images=64,
+        ),  # fmt: skip
+        verbose=0,
+    )
+    return experiments / "t" / "run1"

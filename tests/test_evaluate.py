@@ -17,25 +17,6 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 SAMPLE_TEST_BATCH = data.SAMPLE_CIFAR10_DIR / data.CIFAR10_TEST_FILE
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    """A finished one-epoch run on the embedded sample (64x64 crops).
-
-    Kept under the session's base temp folder, so that tests/test_predict.py
-    (which has the same fixture) reuses it in the same pytest session.
-    """
-    experiments = tmp_path_factory.getbasetemp() / "tiny_alexnet_run"
-    run = experiments / "t" / "run1"
-    if not runs.is_finished(run):
-        shutil.rmtree(experiments, ignore_errors=True)
-        config = config_lib.TrainConfig(
-            dataset="cifar10_sample", experiments_dir=str(experiments), experiment="t",
-            epochs=1, batch_size=32, image_size=64, steps_per_epoch=2, stats_images=64,
-        )  # fmt: skip
-        training.train(config, verbose=0)
-    return run
-
-
 def sample_records(count):
     """The first `count` records of the sample's test batch: (uint8 images [N, 32, 32, 3], raw records)."""
     records = np.fromfile(SAMPLE_TEST_BATCH, np.uint8).reshape(-1, data.CIFAR10_RECORD_BYTES)[:count].copy()

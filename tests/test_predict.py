@@ -1,6 +1,5 @@
 import json
 import pathlib
-import shutil
 import subprocess
 import sys
 
@@ -9,28 +8,8 @@ import pytest
 import tensorflow as tf
 
 from alexnet_tf import cli, data, evaluate, input_pipeline, predict, runs, training
-from alexnet_tf import config as config_lib
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    """A finished one-epoch run on the embedded sample (64x64 crops).
-
-    Kept under the session's base temp folder, so that tests/test_evaluate.py
-    (which has the same fixture) reuses it in the same pytest session.
-    """
-    experiments = tmp_path_factory.getbasetemp() / "tiny_alexnet_run"
-    run = experiments / "t" / "run1"
-    if not runs.is_finished(run):
-        shutil.rmtree(experiments, ignore_errors=True)
-        config = config_lib.TrainConfig(
-            dataset="cifar10_sample", experiments_dir=str(experiments), experiment="t",
-            epochs=1, batch_size=32, image_size=64, steps_per_epoch=2, stats_images=64,
-        )  # fmt: skip
-        training.train(config, verbose=0)
-    return run
 
 
 @pytest.fixture(scope="module")
