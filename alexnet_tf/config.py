@@ -44,6 +44,7 @@ class TrainConfig:
     validation_fraction: float = 0.1
     mixed_precision: str = "float32"
     strategy: str = "mirrored"
+    cpu_replicas: int = 1
     deterministic: bool = False
     jit_compile: bool = False
 
@@ -119,6 +120,10 @@ def define_flags(flag_values=flags.FLAGS):
         lower_bound=0.0, upper_bound=0.9, **fv)
     flags.DEFINE_enum("mixed_precision", d.mixed_precision, PRECISIONS, "Keras dtype policy.", **fv)
     flags.DEFINE_enum("strategy", d.strategy, distribute.STRATEGIES, "tf.distribute strategy.", **fv)
+    flags.DEFINE_integer(
+        "cpu_replicas", d.cpu_replicas,
+        "Without GPUs, split the CPU into this many MirroredStrategy replicas (to try data parallelism).",
+        lower_bound=1, **fv)
     flags.DEFINE_boolean("deterministic", d.deterministic, "Enable TensorFlow op determinism.", **fv)
     flags.DEFINE_boolean("jit_compile", d.jit_compile, "Compile the training step with XLA.", **fv)
 

@@ -18,17 +18,20 @@ import tensorflow as tf
 STRATEGIES = ("mirrored", "one_device", "multi_worker")
 
 
-def make_strategy(name="mirrored", devices=None):
+def make_strategy(name="mirrored", devices=None, cpu_replicas=1):
     """Returns the tf.distribute strategy called `name`.
 
     `devices` (mirrored only) overrides the device list, e.g.
-    ["/cpu:0", "/cpu:1"] for two logical CPU devices in tests.
+    ["/cpu:0", "/cpu:1"]. `cpu_replicas` > 1 (mirrored, on a machine without
+    GPUs) splits the CPU into that many logical devices, one replica each:
+    a way to try data parallelism without GPUs. It must be called before
+    TensorFlow has initialised its devices, or with that many already there.
     """
     if name not in STRATEGIES:
         raise ValueError(f"strategy={name!r} is not supported; choose one of {', '.join(map(repr, STRATEGIES))}.")
     if name == "mirrored":
-        if devices is None and not tf.config.list_logical_devices("GPU"):
-            devices = ["/cpu:0"]
+        if devices is None and not tf.config.list_physical_devices("GPU"):
+            devices = _cpu_devices(cpu_replicas)
         return tf.distribute.MirroredStrategy(devices=devices)
     if name == "one_device":
         device = "/gpu:0" if tf.config.list_logical_devices("GPU") else "/cpu:0"
@@ -39,6 +42,23 @@ def make_strategy(name="mirrored", devices=None):
             '(e.g. {"cluster": {"worker": ["host1:port", "host2:port"]}, "task": {"type": "worker", "index": 0}}).'
         )
     return tf.distribute.MultiWorkerMirroredStrategy()
+
+
+def _cpu_devices(count):
+    if count > 1:
+        try:
+            tf.config.set_logical_device_configuration(
+                tf.config.list_physical_devices("CPU")[0], [tf.config.LogicalDeviceConfiguration()] * count
+            )
+        except RuntimeError:  # devices already initialised: use them if there are enough
+            pass
+    logical = tf.config.list_logical_devices("CPU")
+    if len(logical) < count:
+        raise ValueError(
+            f"--cpu_replicas={count} needs {count} logical CPU devices, but TensorFlow already runs with "
+            f"{len(logical)}; set it in a fresh process."
+        )
+    return [device.name for device in logical[:count]]
 
 
 def prepare_model_for(strategy_name, model):

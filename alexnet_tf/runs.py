@@ -4,7 +4,8 @@
         flags.txt        flagfile that reproduces the run (python -m alexnet_tf.train --flagfile=...)
         stats/           training-set mean and PCA eigen-pairs the run computed
         tensorboard/     TensorBoard event files (train/, validation/, hparams)
-        checkpoints/     best.keras (lowest validation top-1 error), latest.keras, backup/ (resume state)
+        checkpoints/     best.weights.h5 (lowest validation top-1 error), latest.weights.h5,
+                         resume/ (the state an unfinished run continues from; removed when it finishes)
         history.csv      one row per epoch
         results.json     written when the run finishes
 
@@ -82,8 +83,14 @@ def claim_run_dir(run_dir, flagfile_text):
     """Creates a new run directory and records its flags (atomically: a half-written
     flags file is never left behind)."""
     run_dir = pathlib.Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=False)
-    write_atomically(run_dir / FLAGS_FILE, flagfile_text)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=False)
+        write_atomically(run_dir / FLAGS_FILE, flagfile_text)
+    except OSError as error:
+        raise OSError(
+            f"cannot create the run directory {run_dir} ({error.strerror or error}); "
+            "choose a writable --experiments_dir."
+        ) from error
 
 
 def write_atomically(path, text):

@@ -17,10 +17,10 @@ import tempfile
 import time
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from alexnet_tf import config as config_lib
+from alexnet_tf import callbacks as callbacks_lib
 from alexnet_tf import data, distribute, input_pipeline, preprocessing, runs
 from alexnet_tf.model import build_alexnet
 from alexnet_tf.optim import SGDCoupledWeightDecay
@@ -64,104 +64,6 @@ def compile_model(model, config):
         jit_compile=config.jit_compile,
     )
     return model
-
-
-class Throughput(keras.callbacks.Callback):
-    """Adds `images_per_s` (training images per second of training steps) to the epoch's logs."""
-
-    def __init__(self, global_batch_size):
-        super().__init__()
-        self.global_batch_size = global_batch_size
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._start, self._steps, self._last = time.perf_counter(), 0, None
-
-    def on_train_batch_end(self, batch, logs=None):
-        self._steps += 1
-        self._last = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        if logs is not None and self._steps:
-            logs["images_per_s"] = self._steps * self.global_batch_size / (self._last - self._start)
-
-
-class EpochSummary(keras.callbacks.Callback):
-    """One line per epoch, readable in logs that are not a terminal."""
-
-    def __init__(self, epochs):
-        super().__init__()
-        self.epochs = epochs
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._start = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        logs = logs or {}
-        parts = [f"epoch {epoch + 1}/{self.epochs}"]
-        for key, label in (
-            ("loss", "loss"),
-            ("top1_error", "top-1 err"),
-            ("val_loss", "val loss"),
-            ("val_top1_error", "val top-1 err"),
-            ("val_top5_error", "val top-5 err"),
-        ):
-            if key in logs:
-                parts.append(f"{label} {logs[key]:.4f}")
-        lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
-        parts.append(f"lr {lr:.2g}")
-        if "images_per_s" in logs:
-            parts.append(f"{logs['images_per_s']:.1f} images/s")
-        parts.append(f"{time.perf_counter() - self._start:.0f}s")
-        print(" | ".join(parts), flush=True)
-
-
-class BestCheckpoint(keras.callbacks.ModelCheckpoint):
-    """ModelCheckpoint(save_best_only) that remembers the best value across resumptions."""
-
-    def __init__(self, filepath, monitor, best_so_far=None):
-        super().__init__(filepath, monitor=monitor, mode="min", save_best_only=True, save_weights_only=True)
-        if best_so_far is not None:
-            self.best = best_so_far
-
-
-def filter_grid(kernel):
-    """conv1's filters [kh, kw, 3, n] as one [1, H, W, 3] image, each filter scaled to [0, 1]."""
-    kernel = np.asarray(kernel, np.float32)
-    kh, kw, _, count = kernel.shape
-    filters = np.moveaxis(kernel, -1, 0)
-    low = filters.min(axis=(1, 2, 3), keepdims=True)
-    high = filters.max(axis=(1, 2, 3), keepdims=True)
-    filters = (filters - low) / np.maximum(high - low, 1e-12)
-    columns = int(math.ceil(math.sqrt(count * 4 / 3)))  # a landscape grid: 12 x 8 for 96
-    rows = int(math.ceil(count / columns))
-    grid = np.ones((rows * (kh + 1) + 1, columns * (kw + 1) + 1, 3), np.float32)
-    for index in range(count):
-        row, column = divmod(index, columns)
-        top, left = 1 + row * (kh + 1), 1 + column * (kw + 1)
-        grid[top : top + kh, left : left + kw] = filters[index]
-    return grid[None]
-
-
-class ImageSummaries(keras.callbacks.Callback):
-    """TensorBoard images: a few augmented training images once, conv1's filters every epoch."""
-
-    def __init__(self, log_dir, augmented_images, mean_rgb):
-        super().__init__()
-        self.writer = tf.summary.create_file_writer(str(pathlib.Path(log_dir) / "images"))
-        self.augmented_images = augmented_images
-        self.mean_rgb = np.asarray(mean_rgb, np.float32)
-
-    def on_train_begin(self, logs=None):
-        viewable = np.clip((self.augmented_images + self.mean_rgb) / 255.0, 0.0, 1.0)
-        with self.writer.as_default():
-            tf.summary.image("augmented_training_images", viewable, step=0, max_outputs=len(viewable))
-        self.writer.flush()
-
-    def on_epoch_end(self, epoch, logs=None):
-        kernel = self.model.get_layer("conv1").kernel
-        with self.writer.as_default():
-            tf.summary.image("conv1_filters", filter_grid(kernel.numpy()), step=epoch)
-        self.writer.flush()
 
 
 def write_hparams(log_dir, config, run_name):
@@ -236,6 +138,8 @@ def train(config, *, run=None, devices=None, verbose=None):
     `devices` (mirrored strategy only) pins the replicas, e.g. two logical CPUs in tests.
     """
     wall_start = time.time()
+    # First: splitting the CPU into replicas must precede any use of TensorFlow's devices.
+    strategy = distribute.make_strategy(config.strategy, devices, config.cpu_replicas)
     info = data.dataset_info(config.dataset, config.data_dir, **_source_options(config))
     if "train" not in info.split_sizes:
         raise data.DataError(f"dataset {config.dataset!r} has no training split here.")
@@ -243,7 +147,6 @@ def train(config, *, run=None, devices=None, verbose=None):
     num_validation = math.ceil(config.validation_fraction * num_examples)
     num_train = num_examples - num_validation
 
-    strategy = distribute.make_strategy(config.strategy, devices)
     replicas = strategy.num_replicas_in_sync
     if config.batch_size % replicas:
         raise ValueError(
@@ -314,50 +217,66 @@ def train(config, *, run=None, devices=None, verbose=None):
     distribute.prepare_model_for(config.strategy, model)
 
     checkpoints = files_dir / "checkpoints"
+    state_dir = checkpoints / "resume"
     log_dir = run_dir / "tensorboard"
-    history = read_history(run_dir) if resumed else []
-    best_so_far = min((row[monitor] for row in history if monitor in row), default=None)
+    state = None
+    if resumed:
+        with strategy.scope():  # the optimizer's variables are built here when missing
+            state = callbacks_lib.ResumableState.restore(model, state_dir)
+    initial_epoch = state["epoch"] if state else 0
+    history = [row for row in read_history(run_dir) if row.get("epoch", math.inf) < initial_epoch]
+    if state:
+        lr = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
+        print(f"Resumed from the end of epoch {initial_epoch} (learning rate {lr:.2g}).", flush=True)
+    best_checkpoint = callbacks_lib.AtomicWeights(
+        checkpoints / BEST_WEIGHTS, monitor=monitor, best_so_far=state.get("best") if state else None
+    )
+    # On epoch end, in this order: the learning-rate decision, the checkpoints, then the
+    # resume state (which records both), then the logs.
     callbacks = [
-        keras.callbacks.BackupAndRestore(str(checkpoints / "backup"), double_checkpoint=True),
-        keras.callbacks.TerminateOnNaN(),
-        Throughput(config.batch_size),
-        keras.callbacks.ReduceLROnPlateau(
+        callbacks_lib.StopOnNonFiniteLoss(state_dir),
+        callbacks_lib.Throughput(config.batch_size),
+        callbacks_lib.PlateauSchedule(
             monitor=monitor,
             mode="min",
             factor=0.1,
             patience=config.lr_patience,
             min_lr=config.learning_rate * 0.1**config.lr_drops * 0.999,
             verbose=1,
+            initial_learning_rate=config.learning_rate,
+            completed_values=[row[monitor] for row in history if monitor in row],
         ),
-        BestCheckpoint(str(checkpoints / BEST_WEIGHTS), monitor=monitor, best_so_far=best_so_far),
-        keras.callbacks.ModelCheckpoint(str(checkpoints / LATEST_WEIGHTS), save_weights_only=True),
-        EpochSummary(config.epochs),
+        best_checkpoint,
+        callbacks_lib.AtomicWeights(checkpoints / LATEST_WEIGHTS),
+        callbacks_lib.ResumableState(state_dir, best_checkpoint),
+        callbacks_lib.EpochSummary(config.epochs),
     ]
     if chief:
         augmented = next(iter(train_data.take(1)))[0][:6].numpy()
         write_hparams(log_dir, config, run_dir.name)
         callbacks += [
             keras.callbacks.TensorBoard(str(log_dir), write_graph=False, update_freq="epoch"),
-            ImageSummaries(log_dir, augmented, stats.mean_rgb),
+            callbacks_lib.ImageSummaries(log_dir, augmented, stats.mean_rgb),
             keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
         ]
 
     if verbose is None:
         # A progress bar on a terminal; elsewhere EpochSummary's line per epoch is enough.
         verbose = 1 if sys.stdout.isatty() else 0
-    fit_history = model.fit(
-        train_data,
-        epochs=config.epochs,
-        steps_per_epoch=steps_per_epoch,
-        validation_data=validation_data,
-        callbacks=callbacks,
-        verbose=verbose,
-        shuffle=False,  # train_dataset shuffles, with the run's seed
-    )
-    if model.stop_training and fit_history.history.get("loss") and not np.isfinite(fit_history.history["loss"][-1]):
-        raise FloatingPointError(
-            f"the loss became non-finite; training stopped. The last good checkpoints are in {checkpoints}."
+    with callbacks_lib.StopOnSignal(state_dir) as stopper:
+        stopper.check()  # a signal during the set-up above
+        model.fit(
+            train_data,
+            initial_epoch=initial_epoch,
+            epochs=config.epochs,
+            steps_per_epoch=steps_per_epoch,
+            validation_data=validation_data,
+            callbacks=callbacks + [stopper],
+            verbose=verbose,
+            shuffle=False,  # train_dataset shuffles, with the run's seed
         )
+    # Finished: the resume state is no longer needed (it holds weights and optimizer state).
+    shutil.rmtree(state_dir, ignore_errors=True)
 
     if not chief:
         shutil.rmtree(files_dir, ignore_errors=True)

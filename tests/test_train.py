@@ -15,7 +15,7 @@ import tensorflow_datasets as tfds
 from absl import flags
 
 from alexnet_tf import config as config_lib
-from alexnet_tf import runs, training
+from alexnet_tf import callbacks, runs, training
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 # A run small enough for CPU tests: 64x64 crops, a few steps per epoch.
@@ -116,7 +116,7 @@ def test_one_epoch_on_tfds_mock_data_writes_the_run_directory(tmp_path):
 
 def test_filter_grid_scales_each_filter():
     kernel = np.random.default_rng(0).normal(size=(11, 11, 3, 96))
-    grid = training.filter_grid(kernel)
+    grid = callbacks.filter_grid(kernel)
     assert grid.shape == (1, 8 * 12 + 1, 12 * 12 + 1, 3)
     assert grid.min() == 0.0 and grid.max() == 1.0
 
@@ -175,28 +175,75 @@ def history_epochs(run_dir):
         return [int(row["epoch"]) for row in csv.DictReader(f)]
 
 
-def test_killed_run_resumes_when_the_same_command_runs_again(tmp_path):
-    command = train_command(tmp_path, epochs=4)
-    run_dir = tmp_path / "resume" / "run1"
+def start_training(command):
     environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    process = subprocess.Popen(command, cwd=REPO_ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    deadline = time.time() + 240
-    while len(history_epochs(run_dir)) < 2 and time.time() < deadline and process.poll() is None:
-        time.sleep(0.2)
-    assert process.poll() is None, process.stdout.read().decode()[-2000:]
-    process.send_signal(signal.SIGKILL)  # mid-run, without warning
-    process.wait()
-    done_before_kill = len(history_epochs(run_dir))
-    assert 2 <= done_before_kill < 4 and not (run_dir / "results.json").exists()
+    return subprocess.Popen(
+        command, cwd=REPO_ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
 
-    finished = subprocess.run(command, cwd=REPO_ROOT, env=environment, capture_output=True, text=True, timeout=300)
+
+def wait_for_epochs(process, run_dir, count, timeout=240):
+    deadline = time.time() + timeout
+    while len(history_epochs(run_dir)) < count and time.time() < deadline and process.poll() is None:
+        time.sleep(0.2)
+    assert process.poll() is None, process.stdout.read()[-2000:]
+
+
+def epoch_steps(event_dir, tag="epoch_loss"):
+    steps = []
+    for path in sorted(pathlib.Path(event_dir).glob("events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            steps += [event.step for value in event.summary.value if value.tag == tag]
+    return steps
+
+
+def test_stopped_and_killed_runs_resume_when_the_same_command_runs_again(tmp_path):
+    # --lr_patience=1 makes the learning rate drop during the run, so that its
+    # restoration is visible; 5 epochs of 6 steps at 64x64.
+    command = train_command(tmp_path, epochs=5) + ["--lr_patience=1"]
+    run_dir = tmp_path / "resume" / "run1"
+
+    # 1. SIGTERM: a clean stop at a batch boundary, exit status 128 + 15.
+    process = start_training(command)
+    wait_for_epochs(process, run_dir, 1)
+    process.send_signal(signal.SIGTERM)
+    output = process.communicate(timeout=120)[0]
+    assert process.returncode == 128 + signal.SIGTERM, output[-2000:]
+    assert "stopped: stopped by SIGTERM; run the same command again to resume from epoch" in output
+
+    # 2. SIGKILL, without warning, later on.
+    process = start_training(command)
+    wait_for_epochs(process, run_dir, 3)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    done_before_kill = len(set(history_epochs(run_dir)))
+    assert 3 <= done_before_kill < 5 and not (run_dir / "results.json").exists()
+
+    # 3. The same command finishes the run.
+    finished = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert finished.returncode == 0, finished.stdout[-2000:] + finished.stderr[-2000:]
-    assert f"Resuming run {run_dir}" in finished.stdout
-    assert sorted(set(history_epochs(run_dir))) == [0, 1, 2, 3]
-    results = json.loads((run_dir / "results.json").read_text())
-    assert results["epochs"] == 4
+    assert f"Resuming run {run_dir}" in finished.stdout and "Resumed from the end of epoch" in finished.stdout
+    assert sorted(set(history_epochs(run_dir))) == [0, 1, 2, 3, 4]
+    assert json.loads((run_dir / "results.json").read_text())["epochs"] == 5
     assert not (tmp_path / "resume" / "run2").exists()
     assert (run_dir / "checkpoints" / "best.weights.h5").is_file()
+    assert not (run_dir / "checkpoints" / "resume").exists()  # removed once the run finished
+    # TensorBoard: one point per epoch, no duplicates.
+    assert sorted(epoch_steps(run_dir / "tensorboard" / "train")) == [0, 1, 2, 3, 4]
+    # The learning rate carried across the restarts: it never goes back up.
+    with (run_dir / "history.csv").open() as f:
+        rates = [float(row["learning_rate"]) for row in csv.DictReader(f)]
+    assert all(later <= earlier * 1.0001 for earlier, later in zip(rates, rates[1:])), rates
+
+
+def test_plateau_schedule_replays_its_counters():
+    schedule = callbacks.PlateauSchedule(
+        monitor="val_top1_error", mode="min", factor=0.1, patience=2, min_lr=1e-4,
+        initial_learning_rate=0.01, completed_values=[0.9, 0.8, 0.85, 0.86, 0.87],
+    )  # fmt: skip
+    schedule.on_train_begin()
+    # best 0.8 at the 2nd epoch; two worse epochs dropped the rate (wait back to 0), one more since.
+    assert (schedule.best, schedule.wait) == (0.8, 1)
 
 
 def free_ports(count):

@@ -1,0 +1,188 @@
+"""Entry points refuse bad input with one line, the right exit status and no traceback,
+never touch an existing run when they refuse, and reproduce runs exactly."""
+
+import hashlib
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from alexnet_tf import callbacks, data
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+USAGE, DATA = 2, 1
+TINY = ["--batch_size=8", "--image_size=64", "--steps_per_epoch=2", "--stats_images=16", "--epochs=1"]
+
+
+def run_module(module, *args, cwd=REPO_ROOT):
+    environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    environment.pop("ALEXNET_TF_DATA_DIR", None)
+    return subprocess.run(
+        [sys.executable, "-m", f"alexnet_tf.{module}", *map(str, args)],
+        cwd=cwd, env=environment, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+
+
+def error_lines(stderr):
+    return [line for line in stderr.splitlines() if line.startswith(("error:", "stopped:"))]
+
+
+@pytest.fixture(scope="module")
+def bad_data(tmp_path_factory):
+    """Folders of broken data, one per case."""
+    root = tmp_path_factory.mktemp("bad_data")
+    sample = data.SAMPLE_CIFAR10_DIR
+    (root / "empty").mkdir()
+    (root / "layout").mkdir()
+    (root / "layout" / "images.txt").write_text("not CIFAR\n")
+    truncated = root / "truncated"
+    truncated.mkdir()
+    (truncated / "data_batch_1.bin").write_bytes((sample / "data_batch_1.bin").read_bytes()[: 3073 * 10 + 100])
+    corrupt = root / "corrupt"
+    corrupt.mkdir()
+    records = bytearray((sample / "data_batch_1.bin").read_bytes()[: 3073 * 40])
+    for index in range(40):
+        records[index * 3073] = 200  # label byte: not one of the 10 classes
+    (corrupt / "data_batch_1.bin").write_bytes(bytes(records))
+    shutil.copy(sample / "batches.meta.txt", corrupt)
+    images = root / "imagenet"
+    for split in ("train", "validation"):
+        for label in ("n01", "n02"):
+            folder = images / split / label
+            folder.mkdir(parents=True)
+            for index in range(6):
+                pixels = np.random.default_rng(index).integers(0, 255, (40, 40, 3), np.uint8)
+                (folder / f"{index}.JPEG").write_bytes(tf.io.encode_jpeg(pixels).numpy())
+    for path in sorted(images.glob("train/*/*.JPEG")):
+        path.write_bytes(b"not a jpeg")  # every training image undecodable
+    (root / "a_file").write_text("an experiments dir cannot live here\n")
+    return root
+
+
+TRAIN_CASES = {
+    "unknown dataset": (["--dataset=mnist"], USAGE, "dataset"),
+    "unknown norm": (["--norm=layernorm"], USAGE, "norm"),
+    "unknown towers": (["--towers=3"], USAGE, "towers"),
+    "unknown activation": (["--activation=gelu"], USAGE, "activation"),
+    "zero epochs": (["--epochs=0"], USAGE, "epochs"),
+    "negative batch": (["--batch_size=-4"], USAGE, "batch_size"),
+    "stray argument": (["extra"], USAGE, "unexpected arguments"),
+    "batch not divisible by replicas": (["--batch_size=9", "--cpu_replicas=2"], USAGE, "does not divide by the 2 replicas"),
+    "missing data dir": (["--dataset=cifar10", "--data_dir={bad}/missing"], DATA, "does not exist"),
+    "empty data dir": (["--dataset=cifar10", "--data_dir={bad}/empty"], DATA, "no CIFAR-10 binary batches"),
+    "wrong layout": (["--dataset=cifar10", "--data_dir={bad}/layout"], DATA, "found images.txt"),
+    "truncated records": (["--dataset=cifar10", "--data_dir={bad}/truncated"], DATA, "not a whole number of 3073-byte"),
+    "corrupt labels": (["--dataset=cifar10", "--data_dir={bad}/corrupt", "--validation_fraction=0"], DATA, "label"),
+    "undecodable images": (["--dataset=imagenet2012", "--data_dir={bad}/imagenet"], DATA, "JPEG"),
+    "experiments dir not writable": (["--experiments_dir={bad}/a_file"], DATA, "choose a writable --experiments_dir"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(TRAIN_CASES))
+def test_train_refuses_bad_input_in_one_line(case, bad_data, tmp_path):
+    args, code, message = TRAIN_CASES[case]
+    args = [a.format(bad=bad_data) for a in args]
+    if not any(a.startswith("--experiments_dir") for a in args):
+        args.append(f"--experiments_dir={tmp_path}")
+    result = run_module("train", *TINY, *args)
+    assert result.returncode == code, result.stderr[-2000:]
+    lines = error_lines(result.stderr)
+    assert len(lines) == 1 and message in lines[0], result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+
+
+def test_verbose_shows_the_traceback(tmp_path):
+    result = run_module("train", "--dataset=cifar10", f"--data_dir={tmp_path}/missing", "--verbose")
+    assert result.returncode != 0 and "Traceback" in result.stderr
+
+
+def file_fingerprints(directory):
+    return {
+        str(path.relative_to(directory)): (path.stat().st_mtime_ns, hashlib.sha256(path.read_bytes()).hexdigest())
+        for path in sorted(pathlib.Path(directory).rglob("*"))
+        if path.is_file()
+    }
+
+
+def test_refused_commands_leave_an_existing_run_untouched(run_dir, tmp_path):
+    experiments = tmp_path / "experiments"
+    shutil.copytree(run_dir.parent.parent, experiments)
+    before = file_fingerprints(experiments)
+    finished = run_module("train", f"--experiments_dir={experiments}", "--experiment=t", "--run=run1", *TINY)
+    assert finished.returncode == USAGE and "already finished" in error_lines(finished.stderr)[0]
+    bad_flag = run_module("train", f"--experiments_dir={experiments}", "--experiment=t", "--norm=bad")
+    assert bad_flag.returncode == USAGE
+    evaluate = run_module("evaluate", f"--checkpoint={experiments}/t/run1", "--dataset=imagenet2012")
+    assert evaluate.returncode in (USAGE, DATA) and len(error_lines(evaluate.stderr)) == 1
+    assert file_fingerprints(experiments) == before
+
+
+@pytest.mark.parametrize(
+    "args,code,message",
+    [
+        (["--checkpoint={tmp}/nowhere"], DATA, "does not exist"),
+        (["--checkpoint={run}/flags.txt"], USAGE, "is not a checkpoint"),
+        (["--checkpoint={run}", "--dataset=synthetic"], USAGE, "1000 classes"),
+        (["--checkpoint={run}", "--batch_size=0"], USAGE, "batch_size"),
+    ],
+)
+def test_evaluate_refuses_bad_input_in_one_line(args, code, message, run_dir, tmp_path):
+    result = run_module("evaluate", *[a.format(tmp=tmp_path, run=run_dir) for a in args])
+    assert result.returncode == code, result.stderr[-2000:]
+    lines = error_lines(result.stderr)
+    assert len(lines) == 1 and message in lines[0], result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+
+
+def test_predict_refuses_a_missing_image_in_one_line(run_dir, tmp_path):
+    result = run_module("predict", f"--checkpoint={run_dir}", tmp_path / "no.jpg")
+    assert result.returncode == DATA and "no.jpg" in error_lines(result.stderr)[0]
+    assert "Traceback" not in result.stderr
+
+
+def weights_of(path):
+    values = []
+    with h5py.File(path, "r") as f:
+        f.visititems(lambda name, item: values.append((name, item[()])) if isinstance(item, h5py.Dataset) else None)
+    return values
+
+
+def test_deterministic_runs_and_their_recorded_flags_reproduce_bit_for_bit(tmp_path):
+    args = [f"--experiments_dir={tmp_path}", "--experiment=det", "--seed=3", "--deterministic", *TINY]
+    first = run_module("train", *args)
+    assert first.returncode == 0, first.stderr[-2000:]
+    run1 = tmp_path / "det" / "run1"
+    # The same flags again (a new run, run2), and the run's own flagfile (run3).
+    second = run_module("train", *args)
+    third = run_module("train", f"--flagfile={run1 / 'flags.txt'}")
+    assert second.returncode == 0 and third.returncode == 0, second.stderr[-2000:] + third.stderr[-2000:]
+    reference = weights_of(run1 / "checkpoints" / "latest.weights.h5")
+    assert len(reference) > 10
+    for other in ("run2", "run3"):
+        for (name, a), (other_name, b) in zip(reference, weights_of(tmp_path / "det" / other / "checkpoints" / "latest.weights.h5")):
+            assert name == other_name
+            np.testing.assert_array_equal(a, b, err_msg=f"{other}: {name}")
+
+
+def test_a_non_finite_loss_stops_the_run_with_a_clear_message(tmp_path):
+    result = run_module("train", f"--experiments_dir={tmp_path}", "--learning_rate=1e30", *TINY)
+    assert result.returncode == DATA, result.stderr[-2000:]
+    line = error_lines(result.stderr)[0]
+    assert "the loss became" in line and "Lower --learning_rate" in line
+    assert not (tmp_path / "default" / "run1" / "results.json").exists()
+
+
+def test_non_finite_loss_message_names_the_state_that_is_kept(tmp_path):
+    (tmp_path / "epoch-0003").mkdir()
+    (tmp_path / "epoch-0003" / "meta.json").write_text('{"epoch": 3}')
+    stopper = callbacks.StopOnNonFiniteLoss(tmp_path)
+    stopper.on_epoch_begin(3)
+    stopper.on_train_batch_end(0, {"loss": 2.3})  # finite: nothing happens
+    with pytest.raises(FloatingPointError, match=r"at epoch 4, step 6; .*last good state \(epoch 3\)"):
+        stopper.on_train_batch_end(5, {"loss": float("nan")})
