@@ -27,7 +27,7 @@ from alexnet_tf.optim import SGDCoupledWeightDecay
 
 MONITOR = "val_top1_error"
 # Weights only: the model is rebuilt from the run's flags.txt (build_model_for), and
-# the optimizer state needed to resume lives in checkpoints/backup/ while a run is unfinished.
+# the optimizer state needed to resume lives in checkpoints/resume/ while a run is unfinished.
 BEST_WEIGHTS = "best.weights.h5"
 LATEST_WEIGHTS = "latest.weights.h5"
 
