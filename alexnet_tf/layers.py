@@ -7,8 +7,118 @@
   for the paper's two-tower layers.
 """
 
+import functools
+
 import keras
+import numpy as np
 import tensorflow as tf
+
+LRN_IMPLEMENTATIONS = ("auto", "xla", "matmul", "tf_op")
+
+
+def _inverse_power(scale, beta):
+    """scale ** -beta for scale >= k > 0, with exact fast forms for common betas.
+
+    The paper's beta = 0.75 is rsqrt(s) * sqrt(rsqrt(s)): two cheap
+    instructions instead of exp(-beta * log(s)), whose polynomial
+    evaluations cost about a third of the fused kernel's time on CPU.
+    """
+    if beta == 0.75:
+        r = tf.math.rsqrt(scale)
+        return r * tf.sqrt(r)
+    if beta == 0.5:
+        return tf.math.rsqrt(scale)
+    if beta == 1.0:
+        return tf.math.reciprocal(scale)
+    return tf.exp(-beta * tf.math.log(scale))
+
+
+def _shifted_window_sum(v, radius, groups):
+    """Sum over the clipped channel window, as 2*radius+1 shifted slices of a zero-padded copy.
+
+    Channels are split as [..., groups, channels/groups] so that no window
+    crosses a group boundary; the zero padding is the clipping at the edges.
+    Under XLA the slices fuse with the surrounding element-wise work into one
+    pass over memory; without XLA each slice would be its own pass.
+    """
+    shape = tf.shape(v)
+    per_group = v.shape[-1] // groups
+    v = tf.reshape(v, tf.concat([shape[:-1], [groups, per_group]], axis=0))
+    padded = tf.pad(v, [[0, 0]] * (v.shape.rank - 1) + [[radius, radius]])
+    total = tf.add_n([padded[..., i : i + per_group] for i in range(2 * radius + 1)])
+    return tf.reshape(total, shape)
+
+
+def _band_matrix(channels, radius, groups):
+    """[channels, channels] 0/1 matrix: entry (i, j) is 1 when j is in i's window (same group)."""
+    index = np.arange(channels)
+    group = index // (channels // groups)
+    band = (np.abs(index[:, None] - index[None, :]) <= radius) & (group[:, None] == group[None, :])
+    return band.astype(np.float32)
+
+
+def _banded_matmul_window_sum(v, band):
+    """Sum over the clipped channel window as one [pixels, C] x [C, C] matmul.
+
+    Wastes C / size of its FLOPs on zeros, but a single matmul is one pass
+    over memory where the shifted slices are 2*radius+2 passes when XLA does
+    not fuse them.
+    """
+    shape = tf.shape(v)
+    summed = tf.matmul(tf.reshape(v, [-1, v.shape[-1]]), band)
+    return tf.reshape(summed, shape)
+
+
+@functools.cache
+def _custom_gradient_lrn(implementation, radius, alpha_over_size, beta, k, groups):
+    """The LRN as a `tf.custom_gradient` function of its hyper-parameters ("xla" or "matmul").
+
+    With s = k + (alpha/size) * W(x**2), W the clipped window sum (a
+    symmetric operator), and y = x * s**-beta:
+
+        dx = dy * s**-beta - (2 * beta * alpha / size) * x * W(dy * x * s**(-beta-1))
+
+    The forward returns s for the backward, so the backward costs one window
+    sum and no recomputation of s. Casts to and from float32 happen inside,
+    so under XLA they fuse too. Cached per hyper-parameters (not per layer):
+    layers with equal settings share one function and its XLA compilations,
+    and no layer is kept alive by the cache.
+    """
+    if implementation == "xla":
+        window_sum = functools.partial(_shifted_window_sum, radius=radius, groups=groups)
+        compile_ = functools.partial(tf.function, jit_compile=True, autograph=False)
+    else:
+        bands = {}  # per channel count, made on first use
+
+        def window_sum(v):
+            channels = v.shape[-1]
+            if channels not in bands:
+                bands[channels] = _band_matrix(channels, radius, groups)
+            return _banded_matmul_window_sum(v, bands[channels])
+
+        def compile_(fn):
+            return fn
+
+    @compile_
+    def forward(inputs):
+        x = tf.cast(inputs, tf.float32)
+        scale = k + alpha_over_size * window_sum(tf.square(x))
+        return tf.cast(x * _inverse_power(scale, beta), inputs.dtype), scale
+
+    @compile_
+    def backward(inputs, scale, upstream):
+        x = tf.cast(inputs, tf.float32)
+        dy = tf.cast(upstream, tf.float32)
+        power = _inverse_power(scale, beta)
+        dx = dy * power - (2.0 * beta * alpha_over_size) * x * window_sum(dy * x * power / scale)
+        return tf.cast(dx, inputs.dtype)
+
+    @tf.custom_gradient
+    def lrn(inputs):
+        outputs, scale = forward(inputs)
+        return outputs, lambda upstream: backward(inputs, scale, upstream)
+
+    return lrn
 
 
 @keras.saving.register_keras_serializable(package="alexnet_tf")
@@ -30,7 +140,7 @@ class LocalResponseNormalization(keras.layers.Layer):
       code, which produced the paper's results, divides, so the divided
       form is the default here.
     - **TensorFlow's op** ``tf.nn.local_response_normalization(x,
-      depth_radius, bias, alpha, beta)`` does not divide. This layer calls
+      depth_radius, bias, alpha, beta)`` does not divide. This layer equals
       it with ``depth_radius = size // 2``, ``bias = k``,
       ``alpha = alpha / size``, ``beta = beta``: the defaults become
       ``depth_radius=2, bias=2, alpha=2e-5, beta=0.75``.
@@ -40,14 +150,33 @@ class LocalResponseNormalization(keras.layers.Layer):
     ``channels / groups`` consecutive channels on its own, as the paper's
     two-GPU model did (each GPU normalised only its own maps).
 
-    The op is computed in float32 whatever the input dtype, and the result
-    cast back: TensorFlow has no half-precision LRN kernel on GPU, and the
-    squared sums lose precision in bfloat16.
+    The layer is computed in float32 whatever the input dtype, and the
+    result cast back: TensorFlow has no half-precision LRN kernel on GPU,
+    and the squared sums lose precision in bfloat16.
+
+    ``implementation`` picks how it is computed; all give the same values
+    (within float32 rounding, tested against TensorFlow's op, forward and
+    gradient):
+
+    - ``"xla"``: the window sum as shifted slices, with a closed-form
+      gradient (``tf.custom_gradient``) that reuses the forward's
+      ``k + (alpha/size) * sum`` instead of TensorFlow's per-element
+      gradient loop; forward and backward are each compiled with XLA into
+      about one fused pass over memory. On this project's 2-core CPU it
+      runs the two LRN layers' forward + backward about 5-7x faster than
+      the TensorFlow op.
+    - ``"matmul"``: the same maths without XLA, the window sum as a banded
+      [C, C] matmul (about 2-3x faster than the op on that CPU). For
+      platforms without XLA.
+    - ``"tf_op"``: ``tf.nn.local_response_normalization`` (cuDNN's LRN on GPU).
+    - ``"auto"`` (default): ``"xla"`` when no GPU is visible, else
+      ``"tf_op"``: the XLA form was measured only on CPU, while cuDNN's
+      kernel is a known-good single fused op on GPU.
     """
 
-    def __init__(self, size=5, alpha=1e-4, beta=0.75, k=2.0, groups=1, **kwargs):
+    def __init__(self, size=5, alpha=1e-4, beta=0.75, k=2.0, groups=1, implementation="auto", **kwargs):
         # Keep the caller's float dtype (Keras would cast inputs to the policy's
-        # compute dtype): call() runs the op in float32 and returns that dtype.
+        # compute dtype): call() computes in float32 and returns that dtype.
         kwargs.setdefault("autocast", False)
         super().__init__(**kwargs)
         if size < 1 or size % 2 == 0:
@@ -57,11 +186,20 @@ class LocalResponseNormalization(keras.layers.Layer):
             )
         if groups < 1:
             raise ValueError(f"LocalResponseNormalization groups must be >= 1, got {groups}.")
+        if implementation not in LRN_IMPLEMENTATIONS:
+            raise ValueError(
+                f"LocalResponseNormalization implementation={implementation!r} is not supported; "
+                f"choose one of {', '.join(map(repr, LRN_IMPLEMENTATIONS))}."
+            )
+        if k <= 0:
+            # The fast forms take rsqrt/log of k + (alpha/size) * sum: k > 0 keeps that positive.
+            raise ValueError(f"LocalResponseNormalization k must be > 0, got {k}.")
         self.size = int(size)
         self.alpha = float(alpha)
         self.beta = float(beta)
         self.k = float(k)
         self.groups = int(groups)
+        self.implementation = implementation
 
     def build(self, input_shape):
         channels = input_shape[-1]
@@ -72,15 +210,28 @@ class LocalResponseNormalization(keras.layers.Layer):
             )
         super().build(input_shape)
 
+    def resolved_implementation(self):
+        """The implementation `call` uses: "auto" resolved for the devices visible now."""
+        if self.implementation != "auto":
+            return self.implementation
+        return "tf_op" if tf.config.list_logical_devices("GPU") else "xla"
+
     def call(self, inputs):
+        implementation = self.resolved_implementation()
+        if implementation == "tf_op":
+            return self._tf_op(inputs)
+        lrn = _custom_gradient_lrn(
+            implementation, self.size // 2, self.alpha / self.size, self.beta, self.k, self.groups
+        )
+        return lrn(inputs)
+
+    def _tf_op(self, inputs):
         x = tf.cast(inputs, tf.float32)
         if self.groups > 1:
             # Channels-last memory is [..., group, channel-in-group]: folding the
             # group axis into the width makes the op's window stay in its group.
             shape = tf.shape(x)
-            x = tf.reshape(
-                x, [shape[0], shape[1], shape[2] * self.groups, shape[3] // self.groups]
-            )
+            x = tf.reshape(x, [shape[0], shape[1], shape[2] * self.groups, shape[3] // self.groups])
         y = tf.nn.local_response_normalization(
             x,
             depth_radius=self.size // 2,
@@ -98,7 +249,12 @@ class LocalResponseNormalization(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(
-            size=self.size, alpha=self.alpha, beta=self.beta, k=self.k, groups=self.groups
+            size=self.size,
+            alpha=self.alpha,
+            beta=self.beta,
+            k=self.k,
+            groups=self.groups,
+            implementation=self.implementation,
         )
         return config
 

@@ -3,7 +3,10 @@ import pytest
 import tensorflow as tf
 import keras
 
-from alexnet_tf.layers import GroupedConv2D, LocalResponseNormalization
+from alexnet_tf.layers import LRN_IMPLEMENTATIONS, GroupedConv2D, LocalResponseNormalization
+
+IMPLEMENTATIONS = [i for i in LRN_IMPLEMENTATIONS if i != "auto"]
+FAST_IMPLEMENTATIONS = ["xla", "matmul"]
 
 
 def lrn_reference(a, size=5, alpha=1e-4, beta=0.75, k=2.0):
@@ -18,6 +21,7 @@ def lrn_reference(a, size=5, alpha=1e-4, beta=0.75, k=2.0):
     return out
 
 
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
 @pytest.mark.parametrize("channels", [1, 2, 3, 5, 6, 16, 96])
 @pytest.mark.parametrize(
     "params",
@@ -27,19 +31,104 @@ def lrn_reference(a, size=5, alpha=1e-4, beta=0.75, k=2.0):
         dict(size=7, alpha=2.0, beta=0.5, k=1.5),
     ],
 )
-def test_lrn_matches_numpy_reference(channels, params):
+def test_lrn_matches_numpy_reference(channels, params, implementation):
     rng = np.random.default_rng(channels)
     x = rng.normal(scale=3.0, size=(2, 3, 4, channels)).astype(np.float32)
-    got = LocalResponseNormalization(**params)(x).numpy()
+    got = LocalResponseNormalization(implementation=implementation, **params)(x).numpy()
     want = lrn_reference(x, **params)
     assert np.max(np.abs(got - want)) <= 1e-5
 
 
 def test_lrn_paper_defaults_are_tf_op_with_alpha_over_size():
     x = tf.random.normal((2, 5, 5, 16), stddev=30.0)
-    got = LocalResponseNormalization()(x)
     want = tf.nn.local_response_normalization(x, depth_radius=2, bias=2.0, alpha=2e-5, beta=0.75)
+    got = LocalResponseNormalization(implementation="tf_op")(x)
     np.testing.assert_array_equal(got.numpy(), want.numpy())
+    # The default (fast) implementation: the same to float32 rounding.
+    np.testing.assert_allclose(LocalResponseNormalization()(x).numpy(), want.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def _lrn_and_gradient(layer, x, upstream):
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = layer(x)
+    return y, tape.gradient(y, x, output_gradients=upstream)
+
+
+# Each (channels, groups) with channels divisible by groups; 96 and 256 are conv1's and conv2's.
+CHANNELS_GROUPS = [(1, 1), (2, 1), (3, 1), (5, 1), (96, 1), (256, 1), (2, 2), (96, 2), (256, 2)]
+
+
+@pytest.mark.parametrize("implementation", FAST_IMPLEMENTATIONS)
+@pytest.mark.parametrize("channels,groups", CHANNELS_GROUPS)
+@pytest.mark.parametrize(
+    "params",
+    [
+        dict(),  # the paper's values (beta = 0.75 takes the rsqrt form)
+        dict(size=3, alpha=0.5, beta=0.6, k=1.0),  # general beta: the exp/log form
+        dict(size=7, alpha=2.0, beta=1.0, k=1.5),
+    ],
+)
+@pytest.mark.parametrize("stddev", [1.0, 300.0])  # 300: sums of squares far above k
+def test_fast_lrn_forward_and_gradient_match_tf_op(implementation, channels, groups, params, stddev):
+    # The TensorFlow op stays the reference: "within 1e-5" is |got - want| <= 1e-5 * max(1, |want|),
+    # float32 rounding for outputs of size ~100.
+    rng = np.random.default_rng(channels * 10 + groups)
+    x = tf.constant(rng.normal(scale=stddev, size=(3, 4, 5, channels)).astype(np.float32))
+    upstream = tf.constant(rng.normal(size=x.shape).astype(np.float32))
+    want_y, want_dx = _lrn_and_gradient(
+        LocalResponseNormalization(groups=groups, implementation="tf_op", **params), x, upstream
+    )
+    got_y, got_dx = _lrn_and_gradient(
+        LocalResponseNormalization(groups=groups, implementation=implementation, **params), x, upstream
+    )
+    np.testing.assert_allclose(got_y.numpy(), want_y.numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got_dx.numpy(), want_dx.numpy(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("implementation", FAST_IMPLEMENTATIONS)
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_fast_lrn_half_precision_matches_tf_op(implementation, dtype):
+    x = tf.cast(tf.random.stateless_normal((2, 4, 4, 96), seed=[1, 2], stddev=20.0), dtype)
+    upstream = tf.cast(tf.random.stateless_normal(x.shape, seed=[3, 4]), dtype)
+    want_y, want_dx = _lrn_and_gradient(LocalResponseNormalization(implementation="tf_op"), x, upstream)
+    got_y, got_dx = _lrn_and_gradient(LocalResponseNormalization(implementation=implementation), x, upstream)
+    assert got_y.dtype == got_dx.dtype == tf.as_dtype(dtype)
+    # Both compute in float32 and round once to the half type: at most one unit in the last place apart.
+    eps = {"bfloat16": 2.0**-7, "float16": 2.0**-10}[dtype]  # one ulp, relative
+    for got, want in ((got_y, want_y), (got_dx, want_dx)):
+        got, want = tf.cast(got, tf.float32).numpy(), tf.cast(want, tf.float32).numpy()
+        np.testing.assert_allclose(got, want, rtol=eps, atol=1e-5)
+
+
+def test_lrn_auto_is_xla_without_a_gpu():
+    layer = LocalResponseNormalization()
+    assert layer.implementation == "auto"
+    want = "tf_op" if tf.config.list_logical_devices("GPU") else "xla"
+    assert layer.resolved_implementation() == want
+
+
+def test_lrn_rejects_unknown_implementation_and_non_positive_k():
+    with pytest.raises(ValueError, match="implementation"):
+        LocalResponseNormalization(implementation="cudnn")
+    with pytest.raises(ValueError, match="k must be > 0"):
+        LocalResponseNormalization(k=0.0)
+
+
+@pytest.mark.parametrize("implementation", FAST_IMPLEMENTATIONS)
+def test_fast_lrn_trains_inside_a_compiled_keras_model(implementation):
+    # Symbolic build, a traced train step and (for "xla") nesting inside a jit-compiled step.
+    inputs = keras.Input((6, 6, 4))
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(inputs)
+    x = LocalResponseNormalization(alpha=1.0, groups=2, implementation=implementation)(x)
+    outputs = keras.layers.Dense(3)(keras.layers.Flatten()(x))
+    model = keras.Model(inputs, outputs)
+    model.compile(optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=True)
+    images = np.random.default_rng(0).normal(size=(4, 6, 6, 4)).astype(np.float32)
+    before = [w.copy() for w in model.get_weights()]
+    loss = model.train_on_batch(images, np.array([0, 1, 2, 0]))
+    assert np.isfinite(loss)
+    assert any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
 
 
 def test_lrn_window_is_clipped_not_wrapped_at_the_edges():
@@ -71,10 +160,11 @@ def test_lrn_rejects_channels_not_divisible_by_groups():
 
 
 def test_lrn_config_round_trip():
-    layer = LocalResponseNormalization(size=3, alpha=2e-4, beta=0.5, k=1.0, groups=2, name="n")
+    layer = LocalResponseNormalization(size=3, alpha=2e-4, beta=0.5, k=1.0, groups=2, implementation="matmul", name="n")
     clone = LocalResponseNormalization.from_config(layer.get_config())
     assert clone.get_config() == layer.get_config()
     assert (clone.size, clone.alpha, clone.beta, clone.k, clone.groups) == (3, 2e-4, 0.5, 1.0, 2)
+    assert clone.implementation == "matmul"
 
 
 def test_custom_layers_survive_keras_save_and_load(tmp_path):
@@ -91,12 +181,13 @@ def test_custom_layers_survive_keras_save_and_load(tmp_path):
     np.testing.assert_allclose(loaded(x).numpy(), model(x).numpy(), rtol=1e-6)
 
 
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
-def test_lrn_computes_in_float32_and_returns_input_dtype(dtype):
+def test_lrn_computes_in_float32_and_returns_input_dtype(dtype, implementation):
     x = tf.cast(tf.random.normal((2, 4, 4, 8), stddev=10.0), dtype)
-    y = LocalResponseNormalization()(x)
+    y = LocalResponseNormalization(implementation=implementation)(x)
     assert y.dtype == tf.as_dtype(dtype)
-    want = tf.cast(LocalResponseNormalization()(tf.cast(x, tf.float32)), dtype)
+    want = tf.cast(LocalResponseNormalization(implementation=implementation)(tf.cast(x, tf.float32)), dtype)
     np.testing.assert_array_equal(y.numpy(), want.numpy())
 
 
