@@ -141,10 +141,23 @@ class AtomicWeights(keras.callbacks.Callback):
 
 
 def save_weights_atomically(model, path):
+    """Writes the model's weights, without the optimizer's state, through a temporary file.
+
+    `model.save_weights` also stores the optimizer's variables (as large as
+    the weights again for momentum SGD: 467 MB instead of 233 MB for the
+    10-class net at 224); best/latest checkpoints do not need them, the
+    resume state keeps them. Keras's saving library can skip them; its
+    public `save_weights` is the fallback should that internal API change.
+    """
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name.replace(".weights.h5", ".tmp.weights.h5"))
-    model.save_weights(tmp, overwrite=True)
+    try:
+        from keras.src.saving import saving_lib
+
+        saving_lib.save_weights_only(model, str(tmp), objects_to_skip=[model.optimizer])
+    except (ImportError, TypeError):
+        model.save_weights(tmp, overwrite=True)
     os.replace(tmp, path)
 
 

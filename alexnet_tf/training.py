@@ -26,8 +26,8 @@ from alexnet_tf.model import build_alexnet
 from alexnet_tf.optim import SGDCoupledWeightDecay
 
 MONITOR = "val_top1_error"
-# Weights only: the model is rebuilt from the run's flags.txt (build_model_for), and
-# the optimizer state needed to resume lives in checkpoints/resume/ while a run is unfinished.
+# Model weights only, no optimizer state: the model is rebuilt from the run's flags.txt
+# (build_model_for); the state needed to resume lives in checkpoints/resume/ while a run is unfinished.
 BEST_WEIGHTS = "best.weights.h5"
 LATEST_WEIGHTS = "latest.weights.h5"
 
