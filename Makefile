@@ -9,7 +9,7 @@ INSTALLED := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 .DEFAULT_GOAL := help
-.PHONY: help install test train experiment evaluate tensorboard bench clean
+.PHONY: help install test test-quick train experiment evaluate tensorboard bench clean
 
 # make train: DATASET, DATA_DIR, EPOCHS, NORM, EXPERIMENT set the matching flags; FLAGS is passed
 # through (e.g. FLAGS=--flagfile=experiments/cifar10_lrn.flags). With none of them, a short run on
@@ -34,6 +34,9 @@ install: $(INSTALLED) ## Create .venv/ and install the pinned requirements into 
 
 test: $(INSTALLED) ## Run the whole test suite (PYTEST_ARGS="-k lrn" to select)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-quick: $(INSTALLED) ## The test suite without the slow tests (real training runs, subprocess batteries)
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 train: $(INSTALLED) ## Train (DATASET=cifar10 DATA_DIR=... EPOCHS=... NORM=... FLAGS=...)
 	$(PY) -m alexnet_tf.train $(TRAIN_ARGS)

@@ -11,9 +11,8 @@ import dataclasses
 
 from absl import flags
 
-from alexnet_tf import data, distribute, input_pipeline, model
-
-PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+from alexnet_tf import choices
+from alexnet_tf.choices import PRECISIONS  # noqa: F401  (re-exported)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,11 +71,11 @@ def define_flags(flag_values=flags.FLAGS):
     """Defines the training flags on `flag_values` (the global FLAGS by default)."""
     d = TrainConfig()
     fv = dict(flag_values=flag_values)
-    flags.DEFINE_enum("dataset", d.dataset, data.DATASETS, "Dataset to train on.", **fv)
+    flags.DEFINE_enum("dataset", d.dataset, choices.DATASETS, "Dataset to train on.", **fv)
     flags.DEFINE_string(
         "data_dir", d.data_dir,
         f"Folder of the dataset's files (CIFAR-10 binary batches, or an image-folder tree for "
-        f"imagenet2012). Default: ${data.DATA_DIR_ENV}, else tfds.", **fv)
+        f"imagenet2012). Default: ${choices.DATA_DIR_ENV}, else tfds.", **fv)
     flags.DEFINE_string("tfds_data_dir", d.tfds_data_dir, "tensorflow_datasets' data/cache folder.", **fv)
     flags.DEFINE_string("experiment", d.experiment, "Experiment name: runs go to <experiments_dir>/<experiment>/.", **fv)
     flags.DEFINE_string("experiments_dir", d.experiments_dir, "Folder holding all experiments.", **fv)
@@ -100,16 +99,16 @@ def define_flags(flag_values=flags.FLAGS):
         lower_bound=1, **fv)
     flags.DEFINE_integer(
         "lr_drops", d.lr_drops, "Most times the learning rate is divided by 10 (the paper: 3).", lower_bound=0, **fv)
-    flags.DEFINE_enum("norm", d.norm, model.NORMS, "Normalisation after conv1 and conv2.", **fv)
-    flags.DEFINE_enum("towers", str(d.towers), [str(t) for t in model.TOWERS], "1, or 2 for the paper's two-GPU net.", **fv)
-    flags.DEFINE_enum("activation", d.activation, model.ACTIVATIONS, "Nonlinearity.", **fv)
-    flags.DEFINE_enum("init", d.init, model.INITS, "Weight initialisation (see build_alexnet).", **fv)
+    flags.DEFINE_enum("norm", d.norm, choices.NORMS, "Normalisation after conv1 and conv2.", **fv)
+    flags.DEFINE_enum("towers", str(d.towers), [str(t) for t in choices.TOWERS], "1, or 2 for the paper's two-GPU net.", **fv)
+    flags.DEFINE_enum("activation", d.activation, choices.ACTIVATIONS, "Nonlinearity.", **fv)
+    flags.DEFINE_enum("init", d.init, choices.INITS, "Weight initialisation (see build_alexnet).", **fv)
     flags.DEFINE_float("dropout", d.dropout, "Dropout rate before fc6 and fc7.", lower_bound=0.0, upper_bound=0.99, **fv)
     flags.DEFINE_integer(
         "image_size", d.image_size, "Crop size; images are first rescaled to round(size*256/224).",
         lower_bound=63, **fv)
     flags.DEFINE_float("pca_std", d.pca_std, "Std of the PCA lighting coefficients (0 disables).", lower_bound=0.0, **fv)
-    flags.DEFINE_enum("mean", d.mean, input_pipeline.MEAN_MODES, "Subtract the per-channel mean or the paper's mean image.", **fv)
+    flags.DEFINE_enum("mean", d.mean, choices.MEAN_MODES, "Subtract the per-channel mean or the paper's mean image.", **fv)
     flags.DEFINE_integer(
         "stats_images", d.stats_images, "Training images used for the mean and the PCA eigen-pairs.",
         lower_bound=1, **fv)
@@ -119,7 +118,7 @@ def define_flags(flag_values=flags.FLAGS):
         "Fraction of the training split held out for validation (its last records in file order).",
         lower_bound=0.0, upper_bound=0.9, **fv)
     flags.DEFINE_enum("mixed_precision", d.mixed_precision, PRECISIONS, "Keras dtype policy.", **fv)
-    flags.DEFINE_enum("strategy", d.strategy, distribute.STRATEGIES, "tf.distribute strategy.", **fv)
+    flags.DEFINE_enum("strategy", d.strategy, choices.STRATEGIES, "tf.distribute strategy.", **fv)
     flags.DEFINE_integer(
         "cpu_replicas", d.cpu_replicas,
         "Without GPUs, split the CPU into this many MirroredStrategy replicas (to try data parallelism).",

@@ -47,8 +47,7 @@ __all__ = [
     "load_split",
 ]
 
-DATASETS = ("cifar10", "cifar10_sample", "imagenet2012", "synthetic")
-DATA_DIR_ENV = "ALEXNET_TF_DATA_DIR"
+from alexnet_tf.choices import DATA_DIR_ENV, DATASETS  # noqa: E402,F401  (re-exported)
 
 SPLITS = {
     "cifar10": ("train", "test"),

@@ -15,7 +15,7 @@ import os
 
 import tensorflow as tf
 
-STRATEGIES = ("mirrored", "one_device", "multi_worker")
+from alexnet_tf.choices import STRATEGIES  # noqa: E402,F401  (re-exported)
 
 
 def make_strategy(name="mirrored", devices=None, cpu_replicas=1):

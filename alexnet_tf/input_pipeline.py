@@ -19,7 +19,7 @@ import tensorflow as tf
 from alexnet_tf import preprocessing
 
 AUTOTUNE = tf.data.AUTOTUNE
-MEAN_MODES = ("channel", "image")
+from alexnet_tf.choices import MEAN_MODES  # noqa: E402,F401  (re-exported)
 
 
 def split_holdout(dataset, num_examples, validation_fraction):

@@ -26,10 +26,7 @@ import keras
 
 from alexnet_tf.layers import GroupedConv2D, LocalResponseNormalization
 
-NORMS = ("lrn", "batchnorm", "none")
-ACTIVATIONS = ("relu", "tanh")
-TOWERS = (1, 2)
-INITS = ("paper", "he")
+from alexnet_tf.choices import ACTIVATIONS, INITS, NORMS, TOWERS  # noqa: E402,F401  (re-exported)
 
 # The paper's initialisation: weights N(0, 0.01); biases 1 in these layers
 # ("accelerates the early stages of learning by providing the ReLUs with

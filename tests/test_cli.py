@@ -1,6 +1,7 @@
 """Entry points refuse bad input with one line, the right exit status and no traceback,
 never touch an existing run when they refuse, and reproduce runs exactly."""
 
+import concurrent.futures
 import hashlib
 import os
 import pathlib
@@ -84,13 +85,25 @@ TRAIN_CASES = {
 }
 
 
+@pytest.fixture(scope="module")
+def train_refusals(bad_data, tmp_path_factory):
+    """Every TRAIN_CASES command, run as its own process, three at a time (most wait on start-up)."""
+
+    def attempt(case):
+        args = [a.format(bad=bad_data) for a in TRAIN_CASES[case][0]]
+        if not any(a.startswith("--experiments_dir") for a in args):
+            args.append(f"--experiments_dir={tmp_path_factory.mktemp('experiments')}")
+        return case, run_module("train", *TINY, *args)
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=3) as pool:
+        return dict(pool.map(attempt, sorted(TRAIN_CASES)))
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("case", sorted(TRAIN_CASES))
-def test_train_refuses_bad_input_in_one_line(case, bad_data, tmp_path):
-    args, code, message = TRAIN_CASES[case]
-    args = [a.format(bad=bad_data) for a in args]
-    if not any(a.startswith("--experiments_dir") for a in args):
-        args.append(f"--experiments_dir={tmp_path}")
-    result = run_module("train", *TINY, *args)
+def test_train_refuses_bad_input_in_one_line(case, train_refusals):
+    _, code, message = TRAIN_CASES[case]
+    result = train_refusals[case]
     assert result.returncode == code, result.stderr[-2000:]
     lines = error_lines(result.stderr)
     assert len(lines) == 1 and message in lines[0], result.stderr[-2000:]
@@ -110,6 +123,7 @@ def file_fingerprints(directory):
     }
 
 
+@pytest.mark.slow
 def test_refused_commands_leave_an_existing_run_untouched(run_dir, tmp_path):
     experiments = tmp_path / "experiments"
     shutil.copytree(run_dir.parent.parent, experiments)
@@ -153,6 +167,7 @@ def weights_of(path):
     return values
 
 
+@pytest.mark.slow
 def test_deterministic_runs_and_their_recorded_flags_reproduce_bit_for_bit(tmp_path):
     args = [f"--experiments_dir={tmp_path}", "--experiment=det", "--seed=3", "--deterministic", *TINY]
     first = run_module("train", *args)
@@ -170,6 +185,7 @@ def test_deterministic_runs_and_their_recorded_flags_reproduce_bit_for_bit(tmp_p
             np.testing.assert_array_equal(a, b, err_msg=f"{other}: {name}")
 
 
+@pytest.mark.slow
 def test_a_non_finite_loss_stops_the_run_with_a_clear_message(tmp_path):
     result = run_module("train", f"--experiments_dir={tmp_path}", "--learning_rate=1e30", *TINY)
     assert result.returncode == DATA, result.stderr[-2000:]

@@ -94,6 +94,7 @@ def scalar_tags(event_dir):
     return tags
 
 
+@pytest.mark.slow
 def test_one_epoch_on_tfds_mock_data_writes_the_run_directory(tmp_path):
     config = config_lib.TrainConfig(dataset="cifar10", experiments_dir=str(tmp_path), experiment="mock", **TINY)
     with tfds.testing.mock_data(num_examples=40):
@@ -121,6 +122,7 @@ def test_filter_grid_scales_each_filter():
     assert grid.min() == 0.0 and grid.max() == 1.0
 
 
+@pytest.mark.slow
 def test_two_replicas_match_one_device(tmp_path):
     base = config_lib.TrainConfig(
         dataset="cifar10_sample", experiments_dir=str(tmp_path), dropout=0.0, pca_std=0.0, **TINY
@@ -197,6 +199,7 @@ def epoch_steps(event_dir, tag="epoch_loss"):
     return steps
 
 
+@pytest.mark.slow
 def test_stopped_and_killed_runs_resume_when_the_same_command_runs_again(tmp_path):
     # --lr_patience=1 makes the learning rate drop during the run, so that its
     # restoration is visible; 5 epochs of 6 steps at 64x64.
@@ -258,6 +261,7 @@ def free_ports(count):
     return ports
 
 
+@pytest.mark.slow
 def test_two_workers_on_localhost_train_together_and_only_the_chief_writes(tmp_path):
     workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
     command = [
