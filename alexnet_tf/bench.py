@@ -1,20 +1,41 @@
-"""Throughput benchmark: the input pipeline alone against the training step.
+"""Throughput benchmark: training steps, input pipeline, end-to-end fit, matmul peak.
 
-    python -m alexnet_tf.bench                      # embedded CIFAR-10 sample, 224x224, batch 64
-    python -m alexnet_tf.bench --data_dir=PATH      # a folder of CIFAR-10 binary batches
-    make bench
+    python -m alexnet_tf.bench                      # defaults: batch 64, 224x224, 3 rounds (< 5 min on 2 cores)
+    python -m alexnet_tf.bench --quick              # smoke run, well under a minute
+    python -m alexnet_tf.bench --data_dir=PATH --dataset=cifar10 --json=bench.json
+    make bench BENCH_FLAGS="--json=bench.json"
 
-Prints images/s for (1) the training input pipeline with full augmentation
-(resize to 256, random 224 crop, flip, PCA lighting, mean subtraction),
-iterated on its own, and (2) one training step of AlexNet (forward,
-backward, SGD update) on a fixed batch, and their ratio: how many times
-faster the pipeline produces images than the step consumes them. The
-pipeline must stay well ahead, or training waits for data. Each figure is
-the median over rounds that alternate the two, so a drift in the machine's
-speed affects both alike.
+What is timed, in one process, after warm-up:
+
+- **Training step** (forward, backward, SGD-with-momentum update;
+  ``model.train_on_batch`` on one fixed batch of the real pipeline's
+  images, 1000 classes as in the paper) for every norm in ``--norms``,
+  towers in ``--towers`` and precision in ``--precisions`` ("fp32", and
+  "bf16": Keras' ``mixed_bfloat16`` policy, LRN still computed in float32
+  inside). With ``--xla``, the fp32 one-tower nets again with
+  ``jit_compile=True``.
+- **Input pipeline** alone: `alexnet_tf.input_pipeline.train_dataset` on
+  real data (full augmentation), iterated without a model.
+- **End-to-end**: ``model.fit`` of the fp32 one-tower LRN net on that
+  pipeline; timed from the end of its first step to the end of its last.
+- **Matmul peak**: a square fp32 and bf16 ``tf.matmul`` of side
+  ``--matmul_size``, the machine's practical peak.
+
+Every round times every configuration once, in an order that reverses from
+one round to the next (A B C, C B A, ...), so a drift in the machine's
+speed touches all alike. Each figure is the median over rounds, with the
+spread (min-max). Ratios (LRN/none, bf16/fp32, ...) are the median of the
+per-round ratios, which cancels drift better than a ratio of medians.
+
+Achieved GFLOP/s counts 2 FLOPs per multiply-accumulate of the conv and
+dense layers and 3x the forward for a training step (see
+`alexnet_tf.flops`: 6.81 GFLOP per image for one tower at 224x224, 4.35
+for two); fraction of peak divides it by the matmul peak of the same
+precision.
 """
 
 import json
+import logging
 import os
 import platform
 import statistics
@@ -25,47 +46,216 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags  # noqa: E402
 
+from alexnet_tf import cli  # noqa: E402
+
+NORMS = ("lrn", "batchnorm", "none")
+PRECISIONS = {"fp32": "float32", "bf16": "mixed_bfloat16"}
+NUM_CLASSES = 1000  # the paper's head, whatever data set feeds the end-to-end run
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("dataset", "cifar10_sample", "Dataset the pipeline reads (see alexnet_tf.data.DATASETS).")
 flags.DEFINE_string("data_dir", None, "Folder of the dataset's files (default: $ALEXNET_TF_DATA_DIR).")
-flags.DEFINE_integer("batch_size", 64, "Images per batch, for the pipeline and the step.")
-flags.DEFINE_integer("image_size", 224, "Crop size.")
-flags.DEFINE_enum("norm", "lrn", ["lrn", "batchnorm", "none"], "Normalisation of the timed model.")
-flags.DEFINE_integer("rounds", 3, "Alternating rounds of pipeline and step timing.")
-flags.DEFINE_float("seconds", 10.0, "Seconds of timing per measurement in each round.")
+flags.DEFINE_integer("batch_size", 64, "Images per batch, for every model and the pipeline.")
+flags.DEFINE_integer("image_size", 224, "Crop size (at least 63).")
+flags.DEFINE_list("norms", list(NORMS), "Normalisations to time.")
+flags.DEFINE_list("towers", ["1", "2"], "Tower counts to time.")
+flags.DEFINE_list("precisions", list(PRECISIONS), "Precisions to time: fp32, bf16.")
+flags.DEFINE_enum(
+    "lrn_implementation",
+    "auto",
+    ["auto", "xla", "matmul", "tf_op"],
+    "LocalResponseNormalization implementation of the LRN nets (tf_op: the TensorFlow op, the 'before').",
+)
+flags.DEFINE_boolean("xla", True, "Also time the fp32 one-tower nets compiled with XLA (jit_compile=True).")
+flags.DEFINE_integer("rounds", 3, "Rounds; each times every configuration once.")
+flags.DEFINE_integer("steps", 1, "Training steps timed per configuration per round.")
+flags.DEFINE_integer("warmup_steps", 1, "Untimed training steps per model before the first round (the first traces it).")
+flags.DEFINE_integer("fit_steps", 3, "Steps of each end-to-end fit (the first is not timed; 0 skips it).")
+flags.DEFINE_float("pipeline_seconds", 2.0, "Seconds of pipeline iteration per round.")
+flags.DEFINE_integer("matmul_size", 4096, "Side of the square matmuls that measure the peak.")
 flags.DEFINE_string("json", None, "Also write the figures as JSON to this path.")
+flags.DEFINE_boolean(
+    "quick",
+    False,
+    "Smoke run (well under a minute): batch 4, 96x96, 2 rounds of 1 step, lrn and none, no XLA, "
+    "512 matmuls. Overrides those flags.",
+)
+
+QUICK_SETTINGS = dict(
+    batch_size=4,
+    image_size=96,
+    norms=["lrn", "none"],
+    rounds=2,
+    steps=1,
+    warmup_steps=1,
+    fit_steps=3,
+    pipeline_seconds=0.5,
+    matmul_size=512,
+    xla=False,
+)
 
 
-def time_iterations(step, seconds, min_iterations=2):
-    """Calls step() repeatedly for about `seconds`; returns seconds per call."""
-    count, start = 0, time.perf_counter()
-    while count < min_iterations or time.perf_counter() - start < seconds:
-        step()
-        count += 1
+# ---------------------------------------------------------------- statistics
+
+
+def median_and_spread(values):
+    """{"median", "min", "max", "rounds"} of a list of per-round figures."""
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "rounds": list(values)}
+
+
+def paired_ratio(numerators, denominators):
+    """Median and spread of the per-round ratios numerator[i] / denominator[i].
+
+    Both lists come from the same rounds, so each ratio compares figures
+    taken moments apart; the median of those is robust to a drift or a
+    disturbed round that a ratio of medians would absorb.
+    """
+    if len(numerators) != len(denominators) or not numerators:
+        raise ValueError("paired_ratio needs two equally long, non-empty lists of per-round figures.")
+    return median_and_spread([n / d for n, d in zip(numerators, denominators)])
+
+
+def round_order(items, round_index):
+    """Items in order on even rounds, reversed on odd ones (A B C, C B A, ...)."""
+    return list(items) if round_index % 2 == 0 else list(reversed(items))
+
+
+# ---------------------------------------------------------------- what is timed
+
+
+def config_name(norm, towers, precision, xla):
+    return f"{norm}/t{towers}/{precision}" + ("/xla" if xla else "")
+
+
+def build_model(norm, towers, precision, xla, image_size, lrn_implementation="auto"):
+    """AlexNet compiled for training, built under its precision's Keras policy.
+
+    The global policy is restored afterwards, so the next model (and the
+    caller) see the one they expect.
+    """
+    import keras
+
+    from alexnet_tf.layers import LocalResponseNormalization
+    from alexnet_tf.model import build_alexnet
+
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(PRECISIONS[precision])
+    try:
+        model = build_alexnet(
+            num_classes=NUM_CLASSES, norm=norm, towers=towers, input_shape=(image_size, image_size, 3), seed=0
+        )
+        for layer in model.layers:
+            if isinstance(layer, LocalResponseNormalization):
+                layer.implementation = lrn_implementation  # read when the train step is traced
+        model.compile(
+            optimizer=keras.optimizers.SGD(learning_rate=0.01, momentum=0.9),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            jit_compile=xla,
+        )
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    return model
+
+
+def time_calls(fn, count):
+    """Seconds per call of fn(), over `count` calls."""
+    start = time.perf_counter()
+    for _ in range(count):
+        fn()
     return (time.perf_counter() - start) / count
 
 
-def pipeline_images_per_second(dataset, batch_size, seconds):
-    iterator = iter(dataset.repeat())
-    next(iterator)  # warm-up: builds the pipeline and fills the prefetch buffers
-    return batch_size / time_iterations(lambda: next(iterator), seconds)
+def pipeline_images_per_second(iterator, batch_size, seconds):
+    count, start = 0, time.perf_counter()
+    while count < 2 or time.perf_counter() - start < seconds:
+        next(iterator)
+        count += 1
+    return count * batch_size / (time.perf_counter() - start)
 
 
-def train_step_images_per_second(model, images, labels, seconds):
-    model.train_on_batch(images, labels)  # warm-up: traces and compiles the step
-    return images.shape[0] / time_iterations(lambda: model.train_on_batch(images, labels), seconds)
+def fit_images_per_second(model, dataset, steps, batch_size):
+    """Steady-state images/s of model.fit: from the end of its first step to the end of its last."""
+    import keras
+
+    ends = []
+
+    class StepEnds(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            ends.append(time.perf_counter())
+
+    model.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0, shuffle=False, callbacks=[StepEnds()])
+    return (len(ends) - 1) * batch_size / (ends[-1] - ends[0])
 
 
-def run(dataset, data_dir, batch_size, image_size, norm, rounds, seconds):
+def matmul_gflops(size, dtype, seconds=0.5):
+    import tensorflow as tf
+
+    a = tf.random.stateless_normal((size, size), seed=[0, 1], dtype=tf.float32)
+    a = tf.cast(a, dtype)
+    matmul = tf.function(lambda x: tf.matmul(x, x))
+    matmul(a).numpy()  # warm-up
+    count, start = 0, time.perf_counter()
+    while count < 2 or time.perf_counter() - start < seconds:
+        matmul(a).numpy()
+        count += 1
+    return 2 * size**3 * count / (time.perf_counter() - start) / 1e9
+
+
+# ---------------------------------------------------------------- the run
+
+
+def machine_info():
     import keras
     import numpy as np
     import tensorflow as tf
 
-    from alexnet_tf import data, input_pipeline, preprocessing
-    from alexnet_tf.model import build_alexnet
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "gpus": [d.name for d in tf.config.list_logical_devices("GPU")],
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "numpy": np.__version__,
+        "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
+        "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
+        "TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS"),
+    }
 
-    info = data.dataset_info(dataset, data_dir)
-    source = data.load_split(dataset, "train", data_dir, decode=not info.encoded)
+
+class _SkipRetracingWarning(logging.Filter):
+    """Drops TensorFlow's "triggered tf.function retracing" warning: each model here has its own
+    train function, traced once, which that warning miscounts as retracing."""
+
+    def filter(self, record):
+        return "triggered tf.function retracing" not in record.getMessage()
+
+
+def run(settings, log=print):
+    """Times everything `settings` (a dict of this module's flag values) asks for; returns the figures."""
+    import tensorflow as tf
+
+    tf.get_logger().addFilter(_SkipRetracingWarning())
+
+    from alexnet_tf import data, flops, input_pipeline, preprocessing
+
+    start = time.perf_counter()
+    load_before = os.getloadavg()[0]
+    batch_size, image_size = settings["batch_size"], settings["image_size"]
+
+    def progress(message):
+        log(f"[{time.perf_counter() - start:5.0f} s] {message}", flush=True)
+
+    progress(f"input pipeline on {settings['dataset']}, {image_size}x{image_size}, batch {batch_size}")
+    info = data.dataset_info(settings["dataset"], settings["data_dir"])
+    source = data.load_split(settings["dataset"], "train", settings["data_dir"], decode=not info.encoded)
     if info.encoded:
         stats = preprocessing.IMAGENET_STATS
     else:
@@ -73,69 +263,237 @@ def run(dataset, data_dir, batch_size, image_size, norm, rounds, seconds):
         stats = preprocessing.compute_stats(images_only, preprocessing.resize_size_for(image_size), max_images=500)
     pipeline = input_pipeline.train_dataset(
         source, batch_size=batch_size, stats=stats, image_size=image_size, encoded=info.encoded
-    )
-
-    model = build_alexnet(num_classes=info.num_classes, norm=norm, input_shape=(image_size, image_size, 3))
-    model.compile(
-        optimizer=keras.optimizers.SGD(learning_rate=0.01, momentum=0.9),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-    )
-    images, labels = next(iter(pipeline))
+    ).repeat()
+    pipeline_iterator = iter(pipeline)
+    images, labels = next(pipeline_iterator)  # the fixed batch of the synthetic-step timings
     images, labels = tf.constant(images), tf.constant(labels)
 
-    pipeline_rates, step_rates = [], []
-    for round_index in range(rounds):
-        pipeline_rates.append(pipeline_images_per_second(pipeline, batch_size, seconds))
-        step_rates.append(train_step_images_per_second(model, images, labels, seconds))
-        print(
-            f"round {round_index + 1}/{rounds}: pipeline {pipeline_rates[-1]:.0f} images/s, "
-            f"training step {step_rates[-1]:.1f} images/s",
-            flush=True,
+    configs = [
+        (norm, towers, precision, False)
+        for precision in settings["precisions"]
+        for towers in settings["towers"]
+        for norm in settings["norms"]
+    ]
+    if settings["xla"]:
+        configs += [(norm, 1, "fp32", True) for norm in settings["norms"]]
+    models, flops_per_image = {}, {}
+    for config in configs:
+        name = config_name(*config)
+        progress(f"building and warming up {name}")
+        model = build_model(*config, image_size=image_size, lrn_implementation=settings["lrn_implementation"])
+        for _ in range(settings["warmup_steps"]):
+            model.train_on_batch(images, labels)
+        models[name] = model
+        flops_per_image[name] = flops.training_flops_per_example(model)
+
+    end_to_end_name = config_name("lrn", 1, "fp32", False) if settings["fit_steps"] > 1 else None
+    if end_to_end_name not in models:
+        end_to_end_name = None
+
+    step_rates = {name: [] for name in models}
+    pipeline_rates, fit_rates = [], []
+    peak_rates = {precision: [] for precision in ("fp32", "bf16")}
+    tasks = [(name, "step") for name in models] + [(None, "pipeline")]
+    if end_to_end_name:
+        tasks.append((end_to_end_name, "fit"))
+    tasks += [("fp32", "matmul"), ("bf16", "matmul")]
+    for round_index in range(settings["rounds"]):
+        for name, kind in round_order(tasks, round_index):
+            if kind == "step":
+                seconds = time_calls(lambda: models[name].train_on_batch(images, labels), settings["steps"])
+                step_rates[name].append(batch_size / seconds)
+            elif kind == "pipeline":
+                pipeline_rates.append(
+                    pipeline_images_per_second(pipeline_iterator, batch_size, settings["pipeline_seconds"])
+                )
+            elif kind == "fit":
+                fit_rates.append(fit_images_per_second(models[name], pipeline, settings["fit_steps"], batch_size))
+            else:
+                dtype = tf.float32 if name == "fp32" else tf.bfloat16
+                peak_rates[name].append(matmul_gflops(settings["matmul_size"], dtype))
+        summary = ", ".join(f"{name} {rates[-1]:.1f}" for name, rates in step_rates.items())
+        progress(
+            f"round {round_index + 1}/{settings['rounds']} images/s: {summary} "
+            f"(load average {os.getloadavg()[0]:.1f})"
         )
-    pipeline_rate = statistics.median(pipeline_rates)
-    step_rate = statistics.median(step_rates)
+
+    peaks = {precision: median_and_spread(rates) for precision, rates in peak_rates.items()}
+    steps = {}
+    for name, rates in step_rates.items():
+        norm, towers, precision, xla = next(c for c in configs if config_name(*c) == name)
+        gflops = [rate * flops_per_image[name] / 1e9 for rate in rates]
+        steps[name] = {
+            "norm": norm,
+            "towers": towers,
+            "precision": precision,
+            "xla": xla,
+            "images_per_s": median_and_spread(rates),
+            "training_gflop_per_image": flops_per_image[name] / 1e9,
+            "gflops": median_and_spread(gflops),
+            "fraction_of_peak": paired_ratio(gflops, peak_rates[precision]),
+        }
+
+    ratios = {}
+
+    def add_ratio(label, numerator, denominator, per_flop=False):
+        if numerator in steps and denominator in steps:
+            key = "gflops" if per_flop else "images_per_s"
+            ratios[label] = paired_ratio(steps[numerator][key]["rounds"], steps[denominator][key]["rounds"])
+
+    for precision in settings["precisions"]:
+        for towers in settings["towers"]:
+            none = config_name("none", towers, precision, False)
+            add_ratio(f"lrn/none t{towers} {precision}", config_name("lrn", towers, precision, False), none)
+            add_ratio(f"batchnorm/none t{towers} {precision}", config_name("batchnorm", towers, precision, False), none)
+    for norm in settings["norms"]:
+        for towers in settings["towers"]:
+            fp32, bf16 = (config_name(norm, towers, p, False) for p in ("fp32", "bf16"))
+            add_ratio(f"bf16/fp32 {norm} t{towers}", bf16, fp32)
+        for precision in settings["precisions"]:
+            one, two = (config_name(norm, t, precision, False) for t in (1, 2))
+            add_ratio(f"towers2/towers1 per FLOP {norm} {precision}", two, one, per_flop=True)
+        add_ratio(f"xla/no-xla {norm} fp32", config_name(norm, 1, "fp32", True), config_name(norm, 1, "fp32", False))
+    if settings["xla"]:
+        add_ratio("lrn/none t1 fp32 xla", config_name("lrn", 1, "fp32", True), config_name("none", 1, "fp32", True))
+    ratios["bf16/fp32 matmul peak"] = paired_ratio(peak_rates["bf16"], peak_rates["fp32"])
+    end_to_end = None
+    if end_to_end_name:
+        end_to_end = {
+            "config": end_to_end_name,
+            "images_per_s": median_and_spread(fit_rates),
+            "steps_per_fit": settings["fit_steps"],
+        }
+        ratios["end-to-end/synthetic"] = paired_ratio(fit_rates, step_rates[end_to_end_name])
+    pipeline_figures = median_and_spread(pipeline_rates)
+    if end_to_end_name:
+        ratios["pipeline/step"] = paired_ratio(pipeline_rates, step_rates[end_to_end_name])
+
+    progress("done")
     return {
-        "dataset": dataset,
-        "batch_size": batch_size,
-        "image_size": image_size,
-        "norm": norm,
-        "rounds": rounds,
-        "pipeline_images_per_s": round(pipeline_rate, 1),
-        "pipeline_images_per_s_rounds": [round(r, 1) for r in pipeline_rates],
-        "train_step_images_per_s": round(step_rate, 2),
-        "train_step_images_per_s_rounds": [round(r, 2) for r in step_rates],
-        "pipeline_over_step": round(pipeline_rate / step_rate, 1),
-        "machine": {
-            "cpu_count": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "tensorflow": tf.__version__,
-            "keras": keras.__version__,
-            "numpy": np.__version__,
-        },
+        "settings": settings,
+        "flop_counting": (
+            "2 FLOPs per multiply-accumulate of conv and dense layers; a training step is 3x the forward"
+        ),
+        "matmul_peak_gflops": peaks,
+        "training_step": steps,
+        "input_pipeline_images_per_s": pipeline_figures,
+        "end_to_end": end_to_end,
+        "ratios": ratios,
+        "machine": machine_info(),
+        # Other processes' load skews absolute figures far more than ratios: a load average
+        # well above 0 at the start means the machine was not idle.
+        "load_average_1min": {"start": load_before, "end": os.getloadavg()[0]},
+        "seconds": time.perf_counter() - start,
     }
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    for name in ("batch_size", "image_size", "rounds"):
-        if getattr(FLAGS, name) < 1:
-            raise app.UsageError(f"--{name} must be a positive integer, got {getattr(FLAGS, name)}")
-    results = run(
-        FLAGS.dataset, FLAGS.data_dir, FLAGS.batch_size, FLAGS.image_size, FLAGS.norm, FLAGS.rounds, FLAGS.seconds
+# ---------------------------------------------------------------- output
+
+
+def _spread(figure, digits):
+    return f"{figure['min']:.{digits}f}-{figure['max']:.{digits}f}"
+
+
+def format_table(results):
+    """The figures as aligned text lines."""
+    lines = []
+    peaks = results["matmul_peak_gflops"]
+    lines.append(f"{'training step':28s} {'images/s':>9s} {'spread':>13s} {'GFLOP/s':>8s} {'of peak':>8s}")
+    for name, step in results["training_step"].items():
+        lines.append(
+            f"{name:28s} {step['images_per_s']['median']:9.1f} {_spread(step['images_per_s'], 1):>13s} "
+            f"{step['gflops']['median']:8.0f} {step['fraction_of_peak']['median']:8.2f}"
+        )
+    lines.append("")
+    for precision, peak in peaks.items():
+        size = results["settings"]["matmul_size"]
+        lines.append(f"matmul peak {precision} ({size}^3): {peak['median']:.0f} GFLOP/s (spread {_spread(peak, 0)})")
+    pipeline = results["input_pipeline_images_per_s"]
+    lines.append(f"input pipeline alone: {pipeline['median']:.0f} images/s (spread {_spread(pipeline, 0)})")
+    if results["end_to_end"]:
+        e2e = results["end_to_end"]
+        lines.append(
+            f"end-to-end fit ({e2e['config']}, real data, full augmentation): "
+            f"{e2e['images_per_s']['median']:.1f} images/s (spread {_spread(e2e['images_per_s'], 1)})"
+        )
+    lines.append("")
+    lines.append(f"{'ratio (median of per-round ratios)':44s} {'median':>7s} {'spread':>12s}")
+    for label, ratio in results["ratios"].items():
+        lines.append(f"{label:44s} {ratio['median']:7.3f} {_spread(ratio, 3):>12s}")
+    settings = results["settings"]
+    lines.append("")
+    lines.append(
+        f"batch {settings['batch_size']}, {settings['image_size']}x{settings['image_size']}, "
+        f"{settings['rounds']} rounds x {settings['steps']} steps, LRN implementation "
+        f"{settings['lrn_implementation']}; GFLOP/s counts 2 FLOPs per MAC of "
+        f"conv/dense layers, 3x forward per step; 'of peak' is against the same precision's matmul; "
+        f"{results['machine']['cpu_count']} cores, TensorFlow {results['machine']['tensorflow']}; "
+        f"{results['seconds']:.0f} s; 1-min load average {results['load_average_1min']['start']:.1f} at the start"
     )
+    return lines
+
+
+def _settings_from_flags():
+    settings = {
+        name: getattr(FLAGS, name)
+        for name in (
+            "dataset", "data_dir", "batch_size", "image_size", "norms", "rounds", "steps", "warmup_steps",
+            "fit_steps", "pipeline_seconds", "matmul_size", "xla", "precisions", "lrn_implementation",
+        )
+    }
+    try:
+        settings["towers"] = [int(t) for t in FLAGS.towers]
+    except ValueError:
+        raise app.UsageError(f"--towers must list 1 and/or 2, got {','.join(FLAGS.towers)}") from None
+    if FLAGS.quick:
+        settings.update(QUICK_SETTINGS)
+    return settings
+
+
+def validate(settings):
+    """Raises app.UsageError (one line) for settings the benchmark cannot run."""
+    from alexnet_tf.data import DATASETS
+
+    if settings["dataset"] not in DATASETS:
+        raise app.UsageError(f"--dataset must be one of {','.join(DATASETS)}, got {settings['dataset']}")
+    for name in ("batch_size", "rounds", "steps", "matmul_size"):
+        if settings[name] < 1:
+            raise app.UsageError(f"--{name} must be a positive integer, got {settings[name]}")
+    for name in ("warmup_steps", "fit_steps"):
+        if settings[name] < 0:
+            raise app.UsageError(f"--{name} must be >= 0, got {settings[name]}")
+    if settings["fit_steps"] == 1:
+        raise app.UsageError("--fit_steps must be 0 (skip) or >= 2: the first step of a fit is not timed")
+    if settings["image_size"] < 63:
+        raise app.UsageError(f"--image_size must be at least 63 (conv1's stride and three pools), got {settings['image_size']}")
+    if settings["pipeline_seconds"] <= 0:
+        raise app.UsageError(f"--pipeline_seconds must be > 0, got {settings['pipeline_seconds']}")
+    for name, allowed in (("norms", NORMS), ("precisions", tuple(PRECISIONS)), ("towers", (1, 2))):
+        values = settings[name]
+        if not values or any(v not in allowed for v in values) or len(set(values)) != len(values):
+            raise app.UsageError(
+                f"--{name} must list distinct values from {','.join(map(str, allowed))}, got {','.join(map(str, values))}"
+            )
+
+
+def main(argv):
+    cli.refuse_extra_arguments(argv)
+    try:
+        settings = _settings_from_flags()
+        validate(settings)
+    except app.UsageError as error:
+        # One line and exit status 2, like the other entry points (absl would print its whole usage).
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(cli.EXIT_USAGE)
+    results = run(settings)
     print()
-    print(f"{'what':34s} {'images/s':>10s}")
-    print(f"{'input pipeline (full augmentation)':34s} {results['pipeline_images_per_s']:10.0f}")
-    print(f"{'training step (' + results['norm'] + ', fp32)':34s} {results['train_step_images_per_s']:10.1f}")
-    print(f"pipeline / step: {results['pipeline_over_step']}x  (medians of {results['rounds']} rounds)")
+    print("\n".join(format_table(results)))
     if FLAGS.json:
         with open(FLAGS.json, "w") as f:
             json.dump(results, f, indent=2)
             f.write("\n")
-    print(json.dumps(results), file=sys.stdout)
+        print(f"figures written to {FLAGS.json}")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=cli.parse_flags)
