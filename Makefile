@@ -53,7 +53,7 @@ evaluate: $(INSTALLED) ## Evaluate a checkpoint or run directory (CHECKPOINT=exp
 tensorboard: $(INSTALLED) ## Serve TensorBoard over experiments/ (PORT=6006)
 	$(VENV)/bin/tensorboard --logdir experiments --port $(or $(PORT),6006)
 
-bench: $(INSTALLED) ## Time the input pipeline against the training step (BENCH_FLAGS="--data_dir=...")
+bench: $(INSTALLED) ## Time training steps (norms, towers, fp32/bf16, XLA), pipeline, end-to-end fit, matmul peak (BENCH_FLAGS="--quick" or "--json=PATH")
 	$(PY) -m alexnet_tf.bench $(BENCH_FLAGS)
 
 clean: ## Remove Python caches (keeps .venv/ and experiments/)
