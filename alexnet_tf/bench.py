@@ -74,6 +74,7 @@ flags.DEFINE_integer("fit_steps", 3, "Steps of each end-to-end fit (the first is
 flags.DEFINE_float("pipeline_seconds", 2.0, "Seconds of pipeline iteration per round.")
 flags.DEFINE_integer("matmul_size", 4096, "Side of the square matmuls that measure the peak.")
 flags.DEFINE_string("json", None, "Also write the figures as JSON to this path.")
+flags.DEFINE_boolean("verbose", False, "Show Python tracebacks on errors.")
 flags.DEFINE_boolean(
     "quick",
     False,
@@ -485,7 +486,8 @@ def main(argv):
         # One line and exit status 2, like the other entry points (absl would print its whole usage).
         print(f"error: {error}", file=sys.stderr)
         sys.exit(cli.EXIT_USAGE)
-    results = run(settings)
+    with cli.one_line_errors(FLAGS.verbose):
+        results = run(settings)
     print()
     print("\n".join(format_table(results)))
     if FLAGS.json:

@@ -154,6 +154,22 @@ def test_evaluate_refuses_bad_input_in_one_line(args, code, message, run_dir, tm
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize(
+    "args,code,message",
+    [
+        (["--batch_size=0"], USAGE, "--batch_size must be a positive integer"),
+        (["--norms=lrn,foo"], USAGE, "--norms must list distinct values"),
+        (["--dataset=cifar10", "--data_dir={tmp}/missing"], DATA, "does not exist"),
+    ],
+)
+def test_bench_refuses_bad_input_in_one_line(args, code, message, tmp_path):
+    result = run_module("bench", *[a.format(tmp=tmp_path) for a in args])
+    assert result.returncode == code, result.stderr[-2000:]
+    lines = error_lines(result.stderr)
+    assert len(lines) == 1 and message in lines[0], result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+
+
 def test_predict_refuses_a_missing_image_in_one_line(run_dir, tmp_path):
     result = run_module("predict", f"--checkpoint={run_dir}", tmp_path / "no.jpg")
     assert result.returncode == DATA and "no.jpg" in error_lines(result.stderr)[0]
