@@ -168,20 +168,28 @@ class ResumableState(keras.callbacks.Callback):
     it; pass its epoch to `fit(initial_epoch=...)`.
     """
 
-    def __init__(self, directory, best_checkpoint=None, keep=2):
+    def __init__(self, directory, best_checkpoint=None, monitor=None, completed_values=(), keep=2):
         super().__init__()
         self.directory = pathlib.Path(directory)
         self.best_checkpoint = best_checkpoint
+        self.monitor = monitor
+        self.monitor_values = [float(v) for v in completed_values]
         self.keep = keep
 
     def on_epoch_end(self, epoch, logs=None):
+        if self.monitor is not None and (logs or {}).get(self.monitor) is not None:
+            self.monitor_values.append(float(logs[self.monitor]))
         final = self.directory / f"epoch-{epoch + 1:04d}"
         partial = final.with_name(final.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
         self.model.save_weights(partial / "state.weights.h5")
         best = self.best_checkpoint.best if self.best_checkpoint is not None else None
-        meta = {"epoch": epoch + 1, "best": None if best in (None, math.inf) else best}
+        meta = {
+            "epoch": epoch + 1,
+            "best": None if best in (None, math.inf) else best,
+            "monitor_values": self.monitor_values,  # for the learning-rate schedule's replay
+        }
         (partial / "meta.json").write_text(json.dumps(meta) + "\n")
         shutil.rmtree(final, ignore_errors=True)
         os.replace(partial, final)

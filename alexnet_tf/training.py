@@ -188,16 +188,19 @@ def train(config, *, run=None, devices=None, verbose=None):
         stats.save(run_dir / "stats")
     print(f"Dataset {config.dataset}: {num_train} training, {num_validation} validation examples; {stats.summary()}")
 
-    train_data = input_pipeline.train_dataset(
-        train_part.repeat(),
-        batch_size=config.batch_size,
-        stats=stats,
-        image_size=config.image_size,
-        seed=config.seed,
-        pca_std=config.pca_std,
-        mean=config.mean,
-        encoded=info.encoded,
-    )
+    def make_train_data():
+        return input_pipeline.train_dataset(
+            train_part.repeat(),
+            batch_size=config.batch_size,
+            stats=stats,
+            image_size=config.image_size,
+            seed=config.seed,
+            pca_std=config.pca_std,
+            mean=config.mean,
+            encoded=info.encoded,
+        )
+
+    train_data = make_train_data()
     eval_kwargs = dict(
         batch_size=config.batch_size, stats=stats, image_size=config.image_size, mean=config.mean, encoded=info.encoded
     )
@@ -221,18 +224,26 @@ def train(config, *, run=None, devices=None, verbose=None):
     log_dir = run_dir / "tensorboard"
     state = None
     if resumed:
+        # Every worker resumes from the chief's state (its own scratch folder is new and empty).
         with strategy.scope():  # the optimizer's variables are built here when missing
-            state = callbacks_lib.ResumableState.restore(model, state_dir)
+            state = callbacks_lib.ResumableState.restore(model, run_dir / "checkpoints" / "resume")
     initial_epoch = state["epoch"] if state else 0
     history = [row for row in read_history(run_dir) if row.get("epoch", math.inf) < initial_epoch]
     if state:
         lr = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
         print(f"Resumed from the end of epoch {initial_epoch} (learning rate {lr:.2g}).", flush=True)
+    # The monitored values of the epochs done, for the schedule's patience: from the resume
+    # state (written with the weights), else from the history.
+    completed_values = list(state.get("monitor_values", [])) if state else []
+    if state and len(completed_values) != initial_epoch:
+        completed_values = [row[monitor] for row in history if monitor in row]
     best_checkpoint = callbacks_lib.AtomicWeights(
         checkpoints / BEST_WEIGHTS, monitor=monitor, best_so_far=state.get("best") if state else None
     )
-    # On epoch end, in this order: the learning-rate decision, the checkpoints, then the
-    # resume state (which records both), then the logs.
+    # On epoch end, in this order: the learning-rate decision, the checkpoints, the resume
+    # state (which records both and the monitored values), then the logs. The state write is
+    # the slow step: after it, a kill can only cost an epoch's log lines (a few ms of
+    # writes), never make an epoch run twice in the logs.
     callbacks = [
         callbacks_lib.StopOnNonFiniteLoss(state_dir),
         callbacks_lib.Throughput(config.batch_size),
@@ -241,18 +252,20 @@ def train(config, *, run=None, devices=None, verbose=None):
             mode="min",
             factor=0.1,
             patience=config.lr_patience,
-            min_lr=config.learning_rate * 0.1**config.lr_drops * 0.999,
+            min_lr=config.learning_rate * 0.1**config.lr_drops,
             verbose=1,
             initial_learning_rate=config.learning_rate,
-            completed_values=[row[monitor] for row in history if monitor in row],
+            completed_values=completed_values,
         ),
         best_checkpoint,
         callbacks_lib.AtomicWeights(checkpoints / LATEST_WEIGHTS),
-        callbacks_lib.ResumableState(state_dir, best_checkpoint),
+        callbacks_lib.ResumableState(state_dir, best_checkpoint, monitor, completed_values),
         callbacks_lib.EpochSummary(config.epochs),
     ]
     if chief:
-        augmented = next(iter(train_data.take(1)))[0][:6].numpy()
+        # From a pipeline of its own: iterating train_data here would advance its seeds on
+        # the chief only, and workers must all build the same global batches.
+        augmented = next(iter(make_train_data().take(1)))[0][:6].numpy()
         write_hparams(log_dir, config, run_dir.name)
         callbacks += [
             keras.callbacks.TensorBoard(str(log_dir), write_graph=False, update_freq="epoch"),
@@ -313,13 +326,16 @@ def _results(config, run_dir, monitor, info, eval_kwargs, files_dir, wall_start)
         "machine": machine_description(),
     }
     best_path = files_dir / "checkpoints" / BEST_WEIGHTS
-    if "test" in info.split_sizes and best_path.is_file():
+    test_split = "test" if "test" in info.split_sizes else "validation" if "validation" in info.split_sizes else None
+    if config.dataset == "imagenet2012" and test_split:
+        test_split = "validation"  # ImageNet's validation set is the paper's test set
+    if test_split and best_path.is_file():
         model = build_model_for(config, info.num_classes)
         model.load_weights(best_path)
-        test = data.load_split(config.dataset, "test", config.data_dir, decode=not info.encoded, **_source_options(config))
+        test = data.load_split(config.dataset, test_split, config.data_dir, decode=not info.encoded, **_source_options(config))
         top1, top5 = evaluate_model(model, input_pipeline.eval_dataset(test, **eval_kwargs))
         results["test_top1_error"], results["test_top5_error"] = top1, top5
-        print(f"Test split ({info.split_sizes['test']} images, centre crop): top-1 error {top1:.4f}, top-5 error {top5:.4f}")
+        print(f"Test split ({info.split_sizes[test_split]} images, centre crop): top-1 error {top1:.4f}, top-5 error {top5:.4f}")
     else:
         print(f"Dataset {config.dataset!r} has no test split here: no test error recorded.")
     return results
