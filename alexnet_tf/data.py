@@ -33,6 +33,7 @@ time, with one line saying what was found and what was expected.
 import dataclasses
 import os
 import pathlib
+import random
 import re
 import sys
 
@@ -435,7 +436,14 @@ def _image_folder_classes(directory):
 
 
 def _image_folder_files(directory, split, class_names):
-    """File paths and labels of a split: class order, then file-name order."""
+    """File paths and labels of a split.
+
+    Validation: class order, then file-name order. Train: that list in a fixed
+    pseudo-random order (seed 0, the same on every machine), because a
+    class-sorted training split would put whole classes into the held-out
+    validation part (its last records) and leave a shuffle buffer only a few
+    classes to mix.
+    """
     split_dir = directory / IMAGENET_FOLDER_SPLITS[split]
     if not split_dir.is_dir():
         raise DataError(
@@ -475,6 +483,10 @@ def _image_folder_files(directory, split, class_names):
         labels.extend([label_of[name]] * len(files))
     if not paths:
         raise DataError(f"{split_dir} has no images in its class folders.")
+    if split == "train":
+        order = list(range(len(paths)))
+        random.Random(0).shuffle(order)
+        paths, labels = [paths[i] for i in order], [labels[i] for i in order]
     return paths, labels
 
 

@@ -26,7 +26,8 @@ def split_holdout(dataset, num_examples, validation_fraction):
     """Splits a training split into (train_part, validation_part).
 
     The rule: the validation part is the last ceil(fraction x N) records of
-    the split in file order; the training part is the rest. It is the same
+    the split in the source's order (file order for CIFAR-10; a fixed
+    permutation for image folders, see `data`); the training part is the rest. It is the same
     on every run and every machine, and needs no shuffling of the source.
     For the shared CIFAR-10 subset (5 files of 1017 records) and the default
     10%, that is the last 509 records of data_batch_5.bin.
