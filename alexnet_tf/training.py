@@ -6,6 +6,7 @@ wrapper around it. The run directory layout and the resume rules are in
 """
 
 import csv
+import dataclasses
 import math
 import os
 import pathlib
@@ -138,6 +139,9 @@ def train(config, *, run=None, devices=None, verbose=None):
     `devices` (mirrored strategy only) pins the replicas, e.g. two logical CPUs in tests.
     """
     wall_start = time.time()
+    if config.data_dir is None and os.environ.get(data.DATA_DIR_ENV) and config.dataset in ("cifar10", "imagenet2012"):
+        # Record the folder the environment chose, so that the run's flags.txt reproduces it.
+        config = dataclasses.replace(config, data_dir=os.environ[data.DATA_DIR_ENV])
     # First: splitting the CPU into replicas must precede any use of TensorFlow's devices.
     strategy = distribute.make_strategy(config.strategy, devices, config.cpu_replicas)
     info = data.dataset_info(config.dataset, config.data_dir, **_source_options(config))

@@ -115,6 +115,16 @@ def test_one_epoch_on_tfds_mock_data_writes_the_run_directory(tmp_path):
     assert "_hparams_/session_start_info" in scalar_tags(run_dir / "tensorboard")
 
 
+def test_a_data_dir_from_the_environment_is_recorded_in_the_flags(tmp_path, monkeypatch, shared_cifar10_dir):
+    monkeypatch.setenv("ALEXNET_TF_DATA_DIR", str(shared_cifar10_dir))
+    config = config_lib.TrainConfig(
+        dataset="cifar10", experiments_dir=str(tmp_path), **{**TINY, "epochs": 1, "steps_per_epoch": 1}
+    )
+    training.train(config, verbose=0)
+    recorded = config_lib.config_from_flagfile(tmp_path / "default" / "run1" / "flags.txt")
+    assert recorded.data_dir == str(shared_cifar10_dir)
+
+
 def test_filter_grid_scales_each_filter():
     kernel = np.random.default_rng(0).normal(size=(11, 11, 3, 96))
     grid = callbacks.filter_grid(kernel)
