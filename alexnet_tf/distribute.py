@@ -109,7 +109,7 @@ def prepare_model_for(strategy_name, model):
     return model
 
 
-def is_chief(strategy=None):
+def is_chief():
     """Whether this process writes the run's files (worker 0, or a single process)."""
     config = json.loads(os.environ.get("TF_CONFIG", "{}"))
     task = config.get("task", {})
