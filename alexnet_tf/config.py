@@ -30,12 +30,14 @@ class TrainConfig:
     weight_decay: float = 5e-4
     lr_patience: int = 5
     lr_drops: int = 3
+    model: str = "alexnet"
     norm: str = "lrn"
     towers: int = 1
     activation: str = "relu"
     init: str = "paper"
     dropout: float = 0.5
     image_size: int = 224
+    augment: bool = True
     pca_std: float = 0.1
     mean: str = "channel"
     stats_images: int = 2000
@@ -50,6 +52,7 @@ class TrainConfig:
     def hparams(self):
         """The settings that tell runs apart, for TensorBoard's HParams dashboard."""
         return {
+            "model": self.model,
             "norm": self.norm,
             "towers": self.towers,
             "activation": self.activation,
@@ -58,7 +61,9 @@ class TrainConfig:
             "batch_size": self.batch_size,
             "image_size": self.image_size,
             "mixed_precision": self.mixed_precision,
+            "augment": self.augment,
             "pca_std": self.pca_std,
+            "seed": self.seed,
         }
 
 
@@ -99,14 +104,23 @@ def define_flags(flag_values=flags.FLAGS):
         lower_bound=1, **fv)
     flags.DEFINE_integer(
         "lr_drops", d.lr_drops, "Most times the learning rate is divided by 10 (the paper: 3).", lower_bound=0, **fv)
+    flags.DEFINE_enum(
+        "model", d.model, choices.MODELS,
+        "alexnet, or four_layer: the small CIFAR-10 net of the paper's Figure 1 (ReLU vs tanh; it uses "
+        "--activation and ignores --norm, --towers, --init and --dropout).", **fv)
     flags.DEFINE_enum("norm", d.norm, choices.NORMS, "Normalisation after conv1 and conv2.", **fv)
     flags.DEFINE_enum("towers", str(d.towers), [str(t) for t in choices.TOWERS], "1, or 2 for the paper's two-GPU net.", **fv)
     flags.DEFINE_enum("activation", d.activation, choices.ACTIVATIONS, "Nonlinearity.", **fv)
     flags.DEFINE_enum("init", d.init, choices.INITS, "Weight initialisation (see build_alexnet).", **fv)
     flags.DEFINE_float("dropout", d.dropout, "Dropout rate before fc6 and fc7.", lower_bound=0.0, upper_bound=0.99, **fv)
     flags.DEFINE_integer(
-        "image_size", d.image_size, "Crop size; images are first rescaled to round(size*256/224).",
-        lower_bound=63, **fv)
+        "image_size", d.image_size,
+        f"Crop size; images are first rescaled to round(size*256/224). AlexNet needs at least "
+        f"{choices.ALEXNET_MIN_IMAGE_SIZE}.", lower_bound=8, **fv)
+    flags.DEFINE_boolean(
+        "augment", d.augment,
+        "Random crops, flips and PCA lighting on training images; --noaugment trains on the centre "
+        "crop, as evaluation sees it.", **fv)
     flags.DEFINE_float("pca_std", d.pca_std, "Std of the PCA lighting coefficients (0 disables).", lower_bound=0.0, **fv)
     flags.DEFINE_enum("mean", d.mean, choices.MEAN_MODES, "Subtract the per-channel mean or the paper's mean image.", **fv)
     flags.DEFINE_integer(
@@ -125,6 +139,13 @@ def define_flags(flag_values=flags.FLAGS):
         lower_bound=1, **fv)
     flags.DEFINE_boolean("deterministic", d.deterministic, "Enable TensorFlow op determinism.", **fv)
     flags.DEFINE_boolean("jit_compile", d.jit_compile, "Compile the training step with XLA.", **fv)
+    flags.register_multi_flags_validator(
+        ["model", "image_size"],
+        lambda values: values["model"] != "alexnet" or values["image_size"] >= choices.ALEXNET_MIN_IMAGE_SIZE,
+        message=f"--image_size must be at least {choices.ALEXNET_MIN_IMAGE_SIZE} for --model=alexnet "
+        f"(conv1's stride 4 and three pools need it)",
+        flag_values=flag_values,
+    )
 
 
 def config_from_flags(flag_values=flags.FLAGS):

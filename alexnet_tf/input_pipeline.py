@@ -101,6 +101,7 @@ def train_dataset(
     shuffle_buffer=10_000,
     encoded=False,
     drop_remainder=True,
+    augment=True,
 ):
     """Augmented training batches: (float32 [B, S, S, 3], int64 [B]).
 
@@ -114,6 +115,8 @@ def train_dataset(
         with the same seed repeats the same sequence.
       pca_std: std of the PCA lighting coefficients (0 disables it).
       mean: "channel" (per-channel mean) or "image" (the paper's per-pixel mean image).
+      augment: False trains on the centre crop with no flips or lighting noise (the views
+        `eval_dataset` gives), still shuffled.
     """
     _check_mean_mode(mean, stats)
     resize_size = preprocessing.resize_size_for(image_size)
@@ -128,6 +131,8 @@ def train_dataset(
         image = preprocessing.resize_and_center_crop(image, resize_size)
         if mean_image is not None:
             image = preprocessing.subtract_mean(image, mean_image)
+        if not augment:
+            return preprocessing.center_crop(image, image_size), label
         crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
         image = preprocessing.random_crop(image, image_size, crop_seed)
         image = preprocessing.random_flip(image, flip_seed)
@@ -135,7 +140,7 @@ def train_dataset(
 
     def augment_batch(batch, seed):
         images, labels = batch
-        if pca_std > 0:
+        if augment and pca_std > 0:
             images = preprocessing.pca_lighting(images, stats.eigenvalues, stats.eigenvectors, pca_std, seed)
         if mean_image is None:
             images = preprocessing.subtract_mean(images, stats.mean_rgb)

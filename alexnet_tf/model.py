@@ -26,13 +26,18 @@ import keras
 
 from alexnet_tf.layers import GroupedConv2D, LocalResponseNormalization
 
-from alexnet_tf.choices import ACTIVATIONS, INITS, NORMS, TOWERS  # noqa: E402,F401  (re-exported)
+from alexnet_tf.choices import ACTIVATIONS, ALEXNET_MIN_IMAGE_SIZE, INITS, MODELS, NORMS, TOWERS  # noqa: E402,F401  (re-exported)
 
 # The paper's initialisation: weights N(0, 0.01); biases 1 in these layers
 # ("accelerates the early stages of learning by providing the ReLUs with
 # positive inputs"), 0 in the others.
 WEIGHT_STDDEV = 0.01
 BIAS_ONE_LAYERS = frozenset({"conv2", "conv4", "conv5", "fc6", "fc7"})
+# init="paper_bias0.1": the same layers' biases at 0.1 (Caffe's bvlc_alexnet value). With
+# biases 1, fc6 and fc7 start out nearly the same for every image (their weighted input is
+# ~0.1-0.2 against the bias's 1), and on small data the loss sits at ln(classes) for many
+# epochs; see experiments/README.md.
+SMALL_POSITIVE_BIAS = 0.1
 
 
 def _check_choice(name, value, allowed):
@@ -49,7 +54,8 @@ def _initializers(layer_name, init, seed):
             "bias_initializer": "zeros",
         }
     kernel = keras.initializers.RandomNormal(mean=0.0, stddev=WEIGHT_STDDEV, seed=seed)
-    bias = keras.initializers.Constant(1.0 if layer_name in BIAS_ONE_LAYERS else 0.0)
+    positive_bias = SMALL_POSITIVE_BIAS if init == "paper_bias0.1" else 1.0
+    bias = keras.initializers.Constant(positive_bias if layer_name in BIAS_ONE_LAYERS else 0.0)
     return {"kernel_initializer": kernel, "bias_initializer": bias}
 
 
@@ -77,9 +83,10 @@ def build_alexnet(
       input_shape: (height, width, 3). Smaller inputs build too (the flatten
         size follows); conv1's stride and the three pools need at least 63x63.
       init: "paper" (weights N(0, 0.01); biases 1 in conv2, conv4, conv5,
-        fc6, fc7, else 0) or "he" (He-normal weights, zero biases; a
-        deviation from the paper for runs where its initialisation does not
-        leave the initial plateau in a small budget).
+        fc6, fc7, else 0), "paper_bias0.1" (the same with those biases at
+        0.1: the smallest change found that leaves the paper's initial
+        plateau on small data), or "he" (He-normal weights, zero biases,
+        for inputs of unit scale).
       seed: optional int; makes the weight initialisation reproducible.
       name: model name; defaults to e.g. "alexnet_lrn" or "alexnet_lrn_2towers".
     """
@@ -91,6 +98,11 @@ def build_alexnet(
         raise ValueError(f"dropout={dropout!r} must be in [0, 1).")
     if num_classes < 1:
         raise ValueError(f"num_classes={num_classes!r} must be a positive integer.")
+    if min(input_shape[:2]) < ALEXNET_MIN_IMAGE_SIZE:
+        raise ValueError(
+            f"input_shape={tuple(input_shape)!r} is too small for AlexNet; use at least "
+            f"{ALEXNET_MIN_IMAGE_SIZE}x{ALEXNET_MIN_IMAGE_SIZE} (the four-layer net takes 32x32)."
+        )
 
     seeds = iter(range(seed, seed + 100)) if seed is not None else None
 
@@ -140,3 +152,53 @@ def build_alexnet(
     if name is None:
         name = f"alexnet_{norm}" + ("_2towers" if towers == 2 else "")
     return keras.Model(inputs, logits, name=name)
+
+
+# Krizhevsky's cuda-convnet CIFAR-10 net "layers-80sec" (the four-layer net of the
+# paper's Figure 1): its weight std per layer, biases 0.
+FOUR_LAYER_WEIGHT_STDDEVS = {"conv1": 1e-4, "conv2": 1e-2, "conv3": 1e-2, "fc": 1e-2}
+
+
+def build_four_layer_net(num_classes=10, activation="relu", input_shape=(32, 32, 3), seed=None, name=None):
+    """The four-layer convolutional net of the paper's Figure 1 (ReLU vs tanh on CIFAR-10).
+
+    The paper does not spell the net out; its author's cuda-convnet ships the
+    CIFAR-10 net this follows (layers-80sec.cfg, "26% error in 80 seconds"),
+    four layers with weights, for 32x32 inputs with the mean subtracted:
+
+        conv1 32 x 5x5, pad 2, act -> 32x32x32, max-pool 3x3/2 -> 16x16x32
+        conv2 32 x 5x5, pad 2, act -> 16x16x32, avg-pool 3x3/2 -> 8x8x32
+        conv3 64 x 5x5, pad 2, act -> 8x8x64,   avg-pool 3x3/2 -> 4x4x64
+        fc   num_classes (logits)
+
+    with that file's initialisation (weights N(0, 1e-4) in conv1 for 0-255
+    pixels, N(0, 1e-2) elsewhere, biases 0). cuda-convnet's local response
+    normalisation layers are left out: the figure compares nonlinearities
+    "with no regularization of any kind", and leaving out a layer that
+    behaves differently under ReLU and tanh keeps the comparison to the
+    nonlinearity alone.
+    """
+    _check_choice("activation", activation, ACTIVATIONS)
+    if num_classes < 1:
+        raise ValueError(f"num_classes={num_classes!r} must be a positive integer.")
+    seeds = iter(range(seed, seed + 10)) if seed is not None else None
+
+    def initializers(layer_name):
+        stddev = FOUR_LAYER_WEIGHT_STDDEVS[layer_name]
+        layer_seed = next(seeds) if seeds is not None else None
+        return {
+            "kernel_initializer": keras.initializers.RandomNormal(mean=0.0, stddev=stddev, seed=layer_seed),
+            "bias_initializer": "zeros",
+        }
+
+    inputs = keras.Input(shape=tuple(input_shape), name="image")
+    x = inputs
+    for layer_name, filters, pool in (("conv1", 32, "max"), ("conv2", 32, "avg"), ("conv3", 64, "avg")):
+        x = keras.layers.Conv2D(
+            filters, 5, padding="same", activation=activation, name=layer_name, **initializers(layer_name)
+        )(x)
+        pool_layer = keras.layers.MaxPooling2D if pool == "max" else keras.layers.AveragePooling2D
+        x = pool_layer(pool_size=3, strides=2, padding="same", name=f"{layer_name}_pool")(x)
+    x = keras.layers.Flatten(name="flatten")(x)
+    logits = keras.layers.Dense(num_classes, name="fc", dtype="float32", **initializers("fc"))(x)
+    return keras.Model(inputs, logits, name=name or f"four_layer_{activation}")

@@ -23,10 +23,11 @@ import tensorflow as tf
 from alexnet_tf import config as config_lib
 from alexnet_tf import callbacks as callbacks_lib
 from alexnet_tf import data, distribute, input_pipeline, preprocessing, runs
-from alexnet_tf.model import build_alexnet
+from alexnet_tf.model import build_alexnet, build_four_layer_net
 from alexnet_tf.optim import SGDCoupledWeightDecay
 
 MONITOR = "val_top1_error"
+CURVE_KEYS = ("loss", "top1_error", "top5_error", "val_loss", "val_top1_error", "val_top5_error", "learning_rate")
 # Model weights only, no optimizer state: the model is rebuilt from the run's flags.txt
 # (build_model_for); the state needed to resume lives in checkpoints/resume/ while a run is unfinished.
 BEST_WEIGHTS = "best.weights.h5"
@@ -42,14 +43,17 @@ class TopKError(keras.metrics.SparseTopKCategoricalAccuracy):
 
 
 def build_model_for(config, num_classes):
-    """The AlexNet a `TrainConfig` describes (untrained)."""
+    """The net a `TrainConfig` describes (untrained): AlexNet, or Figure 1's four-layer net."""
+    input_shape = (config.image_size, config.image_size, 3)
+    if config.model == "four_layer":
+        return build_four_layer_net(num_classes, config.activation, input_shape=input_shape, seed=config.seed)
     return build_alexnet(
         num_classes=num_classes,
         norm=config.norm,
         towers=config.towers,
         activation=config.activation,
         dropout=config.dropout,
-        input_shape=(config.image_size, config.image_size, 3),
+        input_shape=input_shape,
         init=config.init,
         seed=config.seed,
     )
@@ -202,6 +206,7 @@ def train(config, *, run=None, devices=None, verbose=None):
             pca_std=config.pca_std,
             mean=config.mean,
             encoded=info.encoded,
+            augment=config.augment,
         )
 
     train_data = make_train_data()
@@ -328,6 +333,12 @@ def _results(config, run_dir, monitor, info, eval_kwargs, files_dir, wall_start)
         "wall_time_s_this_process": round(time.time() - wall_start, 1),
         "hparams": config.hparams(),
         "machine": machine_description(),
+        # Per-epoch curves (from history.csv), so that a report needs nothing but this file.
+        "curves": {
+            key: [row.get(key) for row in history]
+            for key in CURVE_KEYS
+            if any(key in row for row in history)
+        },
     }
     best_path = files_dir / "checkpoints" / BEST_WEIGHTS
     test_split = "test" if "test" in info.split_sizes else "validation" if "validation" in info.split_sizes else None

@@ -72,6 +72,7 @@ TRAIN_CASES = {
     "unknown towers": (["--towers=3"], USAGE, "towers"),
     "unknown activation": (["--activation=gelu"], USAGE, "activation"),
     "zero epochs": (["--epochs=0"], USAGE, "epochs"),
+    "image too small for alexnet": (["--image_size=32"], USAGE, "--image_size must be at least 63 for --model=alexnet"),
     "negative batch": (["--batch_size=-4"], USAGE, "batch_size"),
     "stray argument": (["extra"], USAGE, "unexpected arguments"),
     "batch not divisible by replicas": (["--batch_size=9", "--cpu_replicas=2"], USAGE, "does not divide by the 2 replicas"),

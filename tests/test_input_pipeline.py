@@ -112,6 +112,21 @@ def test_eval_center_crop(shared_images):
         assert got_label == label
 
 
+def test_training_without_augmentation_sees_the_eval_views(shared_images):
+    source, stats = shared_images
+    train = ip.train_dataset(source, batch_size=16, stats=stats, image_size=48, seed=2, augment=False)
+    evaluation = ip.eval_dataset(source, batch_size=16, stats=stats, image_size=48)
+    train_images, train_labels = one_epoch(train)
+    eval_images, eval_labels = one_epoch(evaluation)
+    # The same views (no crop offsets, flips or lighting noise), shuffled.
+    assert not np.array_equal(train_labels, eval_labels)
+    order = {}
+    for index, image in enumerate(eval_images):
+        order.setdefault(image.tobytes(), index)
+    assert all(image.tobytes() in order for image in train_images)
+    np.testing.assert_array_equal(np.sort(train_labels), np.sort(eval_labels))
+
+
 def test_eval_ten_crop_gives_ten_views_per_image(shared_images):
     source, stats = shared_images
     batch, labels = next(iter(ip.eval_dataset(source.take(3), batch_size=3, stats=stats, ten_crop=True)))

@@ -4,7 +4,7 @@ import tensorflow as tf
 import keras
 
 from alexnet_tf.layers import LocalResponseNormalization
-from alexnet_tf.model import build_alexnet
+from alexnet_tf.model import build_alexnet, build_four_layer_net
 
 # (layer name, output shape) for a 224x224x3 input: the paper's figure 2.
 PAPER_SHAPES = [
@@ -85,6 +85,7 @@ def test_two_tower_connectivity(layer, towers_apart):
         (dict(init="glorot"), "init='glorot' is not supported"),
         (dict(dropout=1.0), "dropout"),
         (dict(num_classes=0), "num_classes"),
+        (dict(input_shape=(62, 62, 3)), "too small for AlexNet; use at least 63x63"),
     ],
 )
 def test_bad_arguments_say_what_is_allowed(kwargs, message):
@@ -100,6 +101,15 @@ def test_paper_initialisation(paper_model):
         assert kernel.std() == pytest.approx(0.01, rel=0.1 if name == "conv1" else 0.02), name
         expected_bias = 1.0 if name in {"conv2", "conv4", "conv5", "fc6", "fc7"} else 0.0
         np.testing.assert_array_equal(bias, expected_bias, err_msg=name)
+
+
+def test_paper_bias01_initialisation_changes_only_the_positive_biases():
+    paper = build_alexnet(input_shape=(64, 64, 3), num_classes=10, seed=5)
+    small = build_alexnet(input_shape=(64, 64, 3), num_classes=10, seed=5, init="paper_bias0.1")
+    for name in CONV_AND_FC:
+        (paper_kernel, paper_bias), (kernel, bias) = paper.get_layer(name).get_weights(), small.get_layer(name).get_weights()
+        np.testing.assert_array_equal(kernel, paper_kernel, err_msg=name)
+        np.testing.assert_allclose(bias, 0.1 * paper_bias, err_msg=name)
 
 
 def test_seed_makes_initialisation_reproducible():
@@ -156,4 +166,39 @@ def test_a_few_sgd_steps_lower_the_loss_on_a_fixed_batch(norm, towers):
     )
     losses = [float(model.train_on_batch(images, labels)) for _ in range(12)]
     assert all(np.isfinite(losses))
+    assert np.mean(losses[-3:]) < 0.8 * losses[0], losses
+
+
+def test_four_layer_net_follows_cuda_convnets_cifar_net():
+    model = build_four_layer_net(num_classes=10, seed=0)
+    shapes = {name: model.get_layer(name).output.shape[1:] for name in ("conv1", "conv1_pool", "conv2_pool", "conv3_pool")}
+    assert shapes == {"conv1": (32, 32, 32), "conv1_pool": (16, 16, 32), "conv2_pool": (8, 8, 32), "conv3_pool": (4, 4, 64)}
+    assert isinstance(model.get_layer("conv1_pool"), keras.layers.MaxPooling2D)
+    assert isinstance(model.get_layer("conv3_pool"), keras.layers.AveragePooling2D)
+    # (5*5*3 + 1)*32 + (5*5*32 + 1)*32 + (5*5*32 + 1)*64 + (4*4*64 + 1)*10
+    assert model.count_params() == 89578
+    for name, stddev in (("conv1", 1e-4), ("conv2", 1e-2), ("conv3", 1e-2), ("fc", 1e-2)):
+        kernel, bias = model.get_layer(name).get_weights()
+        assert kernel.std() == pytest.approx(stddev, rel=0.1), name
+        assert not bias.any(), name
+
+
+def test_four_layer_net_takes_either_nonlinearity():
+    assert build_four_layer_net(activation="tanh").get_layer("conv2").activation is keras.activations.tanh
+    assert build_four_layer_net(activation="relu").get_layer("conv2").activation is keras.activations.relu
+    with pytest.raises(ValueError, match="activation='gelu' is not supported"):
+        build_four_layer_net(activation="gelu")
+
+
+@pytest.mark.parametrize("activation,learning_rate", [("relu", 0.003), ("tanh", 0.01)])
+def test_four_layer_net_fits_a_fixed_batch(activation, learning_rate):
+    rng = np.random.default_rng(0)
+    images = rng.normal(0, 60, size=(16, 32, 32, 3)).astype(np.float32)  # mean-subtracted 0-255 pixels
+    labels = np.arange(16) % 4
+    model = build_four_layer_net(num_classes=4, activation=activation, seed=0)
+    model.compile(
+        optimizer=keras.optimizers.SGD(learning_rate=learning_rate, momentum=0.9),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    losses = [float(model.train_on_batch(images, labels)) for _ in range(40)]
     assert np.mean(losses[-3:]) < 0.8 * losses[0], losses

@@ -52,11 +52,19 @@ def test_flags_map_onto_the_config():
 
 @pytest.mark.parametrize(
     "argv",
-    [["--norm=layernorm"], ["--towers=3"], ["--epochs=0"], ["--batch_size=-1"], ["--activation=gelu"], ["--dataset=mnist"]],
+    [
+        ["--norm=layernorm"], ["--towers=3"], ["--epochs=0"], ["--batch_size=-1"], ["--activation=gelu"],
+        ["--dataset=mnist"], ["--model=vgg"], ["--init=glorot"], ["--image_size=62"], ["--image_size=7", "--model=four_layer"],
+    ],  # fmt: skip
 )
 def test_bad_flag_values_are_refused(argv):
     with pytest.raises(flags.IllegalFlagValueError):
         parse(*argv)
+
+
+def test_the_four_layer_net_takes_cifar_sized_images():
+    config = parse("--model=four_layer", "--image_size=32", "--noaugment", "--init=paper_bias0.1")
+    assert (config.model, config.image_size, config.augment, config.init) == ("four_layer", 32, False, "paper_bias0.1")
 
 
 def test_flagfile_round_trip(tmp_path):
@@ -113,6 +121,26 @@ def test_one_epoch_on_tfds_mock_data_writes_the_run_directory(tmp_path):
     assert {"epoch_loss", "epoch_top1_error", "epoch_top5_error"} <= scalar_tags(run_dir / "tensorboard" / "validation")
     assert {"augmented_training_images", "conv1_filters"} <= scalar_tags(run_dir / "tensorboard" / "images")
     assert "_hparams_/session_start_info" in scalar_tags(run_dir / "tensorboard")
+
+
+def test_the_four_layer_net_trains_through_the_same_trainer(tmp_path):
+    config = config_lib.TrainConfig(
+        dataset="cifar10_sample", experiments_dir=str(tmp_path), experiment="fig1", model="four_layer",
+        activation="tanh", image_size=32, augment=False, pca_std=0.0, weight_decay=0.0, batch_size=32,
+        steps_per_epoch=4, stats_images=64, epochs=2,
+    )  # fmt: skip
+    results = training.train(config, verbose=0)
+    run_dir = tmp_path / "fig1" / "run1"
+    assert config_lib.config_from_flagfile(run_dir / "flags.txt") == config
+    assert results["hparams"]["model"] == "four_layer" and results["hparams"]["augment"] is False
+    # The per-epoch curves the report reads, as history.csv has them.
+    assert [round(v, 6) for v in results["curves"]["top1_error"]] == [
+        round(row["top1_error"], 6) for row in training.read_history(run_dir)
+    ]
+    assert len(results["curves"]["val_top1_error"]) == 2
+    model = training.build_model_for(config, 10)
+    model.load_weights(run_dir / "checkpoints" / "best.weights.h5")
+    assert model.name == "four_layer_tanh" and model.count_params() == 89578
 
 
 def test_a_data_dir_from_the_environment_is_recorded_in_the_flags(tmp_path, monkeypatch, shared_cifar10_dir):
