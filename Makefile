@@ -9,7 +9,7 @@ INSTALLED := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-quick train experiment evaluate tensorboard bench clean
+.PHONY: help install test test-quick train experiment evaluate tensorboard bench report clean
 
 # make train: DATASET, DATA_DIR, EPOCHS, NORM, EXPERIMENT set the matching flags; FLAGS is passed
 # through (e.g. FLAGS=--flagfile=experiments/cifar10_lrn.flags). With none of them, a short run on
@@ -55,6 +55,9 @@ tensorboard: $(INSTALLED) ## Serve TensorBoard over experiments/ (PORT=6006)
 
 bench: $(INSTALLED) ## Time training steps (norms, towers, fp32/bf16, XLA), pipeline, end-to-end fit, matmul peak (BENCH_FLAGS="--quick" or "--json=PATH")
 	$(PY) -m alexnet_tf.bench $(BENCH_FLAGS)
+
+report: $(INSTALLED) ## Write experiments/README.md and its plots from the committed runs' results.json (no training)
+	$(PY) -m alexnet_tf.report
 
 clean: ## Remove Python caches (keeps .venv/ and experiments/)
 	find . -name __pycache__ -not -path './$(VENV)/*' -prune -exec rm -rf {} +

@@ -1,0 +1,111 @@
+import json
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from alexnet_tf import report
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def fake_run(experiments, experiment, run, *, model="alexnet", activation="relu", norm="lrn", lr=0.01, train=(), val=()):
+    run_dir = experiments / experiment / run
+    run_dir.mkdir(parents=True)
+    best = min(range(len(val)), key=lambda i: val[i]) if val else None
+    results = {
+        "run": str(run_dir),
+        "experiment": experiment,
+        "epochs": max(len(train), len(val)),
+        "best_epoch": best + 1 if best is not None else None,
+        "best_validation_top1_error": val[best] if val else None,
+        "best_validation_top5_error": val[best] / 4 if val else None,
+        "images_per_s": 123.4,
+        "wall_time_s_this_process": 600.0,
+        "hparams": {"model": model, "norm": norm, "activation": activation, "learning_rate": lr, "seed": 0},
+        "machine": {"cpu_count": 2, "gpus": [], "tensorflow": "2.21.0", "keras": "3.15.1"},
+        "curves": {"top1_error": list(train), "val_top1_error": list(val)},
+    }
+    (run_dir / "results.json").write_text(json.dumps(results))
+    return run_dir
+
+
+@pytest.fixture
+def experiments(tmp_path):
+    root = tmp_path / "experiments"
+    root.mkdir()
+    (root / "norms_none.flags").write_text("# Study: LRN vs none\n# AlexNet with no normalisation.\n--norm=none\n")
+    (root / "towers.flags").write_text("# Study: Towers\n--towers=2\n")
+    (root / "norms_lrn.flags").write_text("# Study: LRN vs none\n# Study: Towers\n# AlexNet with LRN.\n--norm=lrn\n")
+    (root / "fig1_relu.flags").write_text("# Study: Figure 1\n--model=four_layer\n--activation=relu\n")
+    (root / "fig1_tanh.flags").write_text("# Study: Figure 1\n--model=four_layer\n--activation=tanh\n")
+    (root / "unfinished.flags").write_text("--norm=lrn\n")
+    (root / "unfinished" / "run1").mkdir(parents=True)  # no results.json: left out
+    fake_run(root, "norms_lrn", "run1", val=[0.9, 0.6, 0.5, 0.55])
+    fake_run(root, "norms_none", "run1", norm="none", val=[0.9, 0.7, 0.65])
+    fake_run(root, "towers", "run1", val=[0.9, 0.55])
+    fake_run(root, "fig1_relu", "run1", model="four_layer", lr=0.01, train=[0.8, 0.5, 0.3, 0.24, 0.2])
+    fake_run(root, "fig1_relu", "run2", model="four_layer", lr=0.03, train=[0.7, 0.4, 0.25, 0.2])
+    fake_run(root, "fig1_tanh", "run1", model="four_layer", activation="tanh", lr=0.01, train=[0.9, 0.8, 0.6, 0.5, 0.4, 0.3, 0.26, 0.25])
+    return root
+
+
+def test_epochs_to_reach_counts_from_one():
+    assert report.epochs_to_reach([0.8, 0.3, 0.25, 0.1], 0.25) == 3
+    assert report.epochs_to_reach([0.8, 0.3], 0.25) is None
+    assert report.epochs_to_reach([], 0.25) is None
+
+
+def test_report_tables_ratio_and_plots(experiments):
+    output = report.write_report(experiments)
+    assert output == experiments / "README.md"
+    text = output.read_text()
+    assert "## LRN vs none" in text and "## Figure 1" in text and "unfinished" not in text
+    # One row per finished run, figures taken from its results.json.
+    row = next(line for line in text.splitlines() if line.startswith("| `norms_lrn/run1`"))
+    assert "| lrn |" in row and "| 50.0 | 12.5 | 3 | 123 | 10.0 |" in row
+    assert "| `norms_none/run1` | none | 3 |" in text
+    # An experiment named in two studies is in both tables.
+    towers_section = text.split("## Towers")[1]
+    assert "`norms_lrn/run1`" in towers_section and "`towers/run1`" in towers_section
+    # Figure 1: epochs to 25% training error per run, and tanh/ReLU at each one's fastest lr (8 / 3).
+    assert "| `fig1_relu/run2` | relu | 0.03 | 4 | 3 | 20.0 |" in text
+    assert "| `fig1_tanh/run1` | tanh | 0.01 | 8 | 8 | 25.0 |" in text
+    assert "**2.7×**" in text
+    for slug in ("lrn-vs-none", "figure-1", "towers"):
+        png = experiments / "plots" / f"{slug}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+        assert f"](plots/{slug}.png)" in text
+    assert "2 CPU cores, no GPU; TensorFlow 2.21.0" in text
+
+
+def test_report_without_a_reached_target_says_so(experiments):
+    results = experiments / "fig1_tanh" / "run1" / "results.json"
+    data = json.loads(results.read_text())
+    data["curves"]["top1_error"] = [0.9, 0.8]
+    results.write_text(json.dumps(data))
+    text = report.write_report(experiments).read_text()
+    assert "| `fig1_tanh/run1` | tanh | 0.01 | 8 | not in 2 |" in text
+    assert "Not both nets reached 25% training error" in text
+
+
+def test_report_of_a_real_run(run_dir, tmp_path):
+    # The trainer's own results.json (a one-epoch run) is what the report reads.
+    experiments = run_dir.parents[1]
+    (experiments / "t.flags").write_text("# Study: tiny\n--epochs=1\n")
+    text = report.write_report(experiments, output=tmp_path / "report.md", plots_dir=tmp_path / "plots").read_text()
+    results = json.loads((run_dir / "results.json").read_text())
+    assert len(results["curves"]["val_top1_error"]) == 1
+    assert f"| {100 * results['best_validation_top1_error']:.1f} |" in text
+    assert (tmp_path / "plots" / "tiny.png").is_file()
+
+
+def test_report_command_refuses_a_folder_without_runs(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "alexnet_tf.report", f"--experiments_dir={tmp_path}"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"error: no finished runs (run*/results.json beside a .flags file) under {tmp_path}."]
+    assert not (tmp_path / "README.md").exists()
