@@ -106,8 +106,8 @@ def define_flags(flag_values=flags.FLAGS):
         "lr_drops", d.lr_drops, "Most times the learning rate is divided by 10 (the paper: 3).", lower_bound=0, **fv)
     flags.DEFINE_enum(
         "model", d.model, choices.MODELS,
-        "alexnet, or four_layer: the small CIFAR-10 net of the paper's Figure 1 (ReLU vs tanh; it uses "
-        "--activation and ignores --norm, --towers, --init and --dropout).", **fv)
+        "alexnet, or four_layer: the small CIFAR-10 net of the paper's Figure 1 (ReLU vs tanh; give it "
+        "--image_size=32; it uses --activation and ignores --norm, --towers, --init and --dropout).", **fv)
     flags.DEFINE_enum("norm", d.norm, choices.NORMS, "Normalisation after conv1 and conv2.", **fv)
     flags.DEFINE_enum("towers", str(d.towers), [str(t) for t in choices.TOWERS], "1, or 2 for the paper's two-GPU net.", **fv)
     flags.DEFINE_enum("activation", d.activation, choices.ACTIVATIONS, "Nonlinearity.", **fv)

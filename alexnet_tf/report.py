@@ -17,6 +17,7 @@ import json
 import math
 import pathlib
 import re
+import shutil
 
 # The paper's Figure 1 counts the epochs until the training error reaches 25%.
 FIGURE1_TRAIN_ERROR = 0.25
@@ -60,27 +61,33 @@ class Run:
 @dataclasses.dataclass
 class Experiment:
     name: str
-    description: list  # the flagfile's header comment, line by line
+    description: list  # the flagfile's header comment up to its "Run:" line
+    commands: list  # the header's "Run:" line and the "or:" lines after it
     studies: list  # the studies it belongs to (its own name when its flagfile names none)
     runs: list
 
 
 def read_header(flagfile):
-    """(study titles, the description) of an experiment's flagfile: the header comment's
-    lines up to its "Run:" line (the command and expected result are the report's own)."""
-    studies, lines, described = [], [], True
-    for line in pathlib.Path(flagfile).read_text().splitlines():
+    """(study titles, description lines, command lines) of an experiment's flagfile header.
+
+    The description is the comment up to a "Run:" line; the commands are that line and
+    any "or:" lines right after it; a "Result:" or "Expected:" line ends both."""
+    studies, description, commands, part = [], [], [], "description"
+    for line in pathlib.Path(flagfile).read_text(encoding="utf-8").splitlines():
         if not line.startswith("#"):
             break
         text = line[1:].strip()
         match = STUDY_LINE.match(line)
         if match:
             studies.append(match["title"])
-        elif re.match(r"(Run|Result|Expected)\b", text):
-            described = False
-        elif described:
-            lines.append(text)
-    return studies, lines
+        elif re.match(r"Run:", text) or (part == "commands" and re.match(r"or:", text)):
+            part = "commands"
+            commands.append(re.sub(r"^(Run|or):\s*", "", text))
+        elif re.match(r"(Run|Result|Expected):", text) or part == "commands":
+            part = "done"
+        elif part == "description":
+            description.append(text)
+    return studies, description, commands
 
 
 def find_experiments(experiments_dir):
@@ -92,13 +99,13 @@ def find_experiments(experiments_dir):
         runs = []
         for results_path in sorted((experiments_dir / name).glob("run*/results.json"), key=_run_order):
             try:
-                results = json.loads(results_path.read_text())
+                results = json.loads(results_path.read_text(encoding="utf-8"))
             except (OSError, json.JSONDecodeError) as error:
                 raise ValueError(f"{results_path} is not readable JSON ({error}); re-run that run or remove it.")
             runs.append(Run(name, results_path.parent.name, results))
         if runs:
-            studies, description = read_header(flagfile)
-            found.append(Experiment(name, description, studies or [name], runs))
+            studies, description, commands = read_header(flagfile)
+            found.append(Experiment(name, description, commands, studies or [name], runs))
     return found
 
 
@@ -130,28 +137,54 @@ def varied_settings(runs):
     return [key for key in SETTING_LABELS if len({repr(run.hparams.get(key)) for run in runs}) > 1]
 
 
-def figure1_ratio(runs):
-    """Epochs to 25% training error, tanh over ReLU, each at its fastest run (the paper
-    chose each net's learning rate to make it train fastest), as (ratio, is_lower_bound,
-    relu run, tanh run); or None when ReLU never reached it or tanh has no run.
+def is_four_layer(run):
+    return run.hparams.get("model") == "four_layer"
 
-    When no tanh run reached 25%, the ratio is a lower bound: the longest tanh run's
-    epochs over ReLU's."""
-    fastest, longest_tanh = {}, None
+
+@dataclasses.dataclass
+class Figure1Ratio:
+    """tanh's epochs to 25% training error over ReLU's, each at its fastest learning rate
+    (the paper chose each net's learning rate to make it train fastest)."""
+
+    relu_epochs: int
+    relu_run: Run
+    tanh_epochs: int | None  # None: no tanh run reached 25%
+    tanh_run: Run | None  # the fastest tanh run; or, when none reached 25%, the shortest one
+    tanh_min_epochs: int  # tanh's fastest run needs at least this many epochs
+
+    @property
+    def value(self):
+        return (self.tanh_epochs or self.tanh_min_epochs) / self.relu_epochs
+
+
+def figure1_ratio(runs):
+    """The `Figure1Ratio` of a study's four-layer runs, or None when no ReLU run reached
+    25% training error or no tanh run has a training curve.
+
+    A tanh run that trained N epochs without reaching 25% shows only that its learning
+    rate needs more than N; so when no tanh run reached it, or one that did took longer
+    than such an N, the figure is a bound (`tanh_min_epochs`)."""
+    fastest, unfinished_tanh = {}, []
     for run in runs:
         curve = run.curves.get("top1_error") or []
-        epochs = epochs_to_reach(curve, FIGURE1_TRAIN_ERROR)
+        if not is_four_layer(run) or not curve:
+            continue
         activation = run.hparams.get("activation")
-        if activation == "tanh" and (longest_tanh is None or len(curve) > len(longest_tanh.curves.get("top1_error") or [])):
-            longest_tanh = run
-        if epochs is not None and (activation not in fastest or epochs < fastest[activation][0]):
+        epochs = epochs_to_reach(curve, FIGURE1_TRAIN_ERROR)
+        if epochs is None:
+            if activation == "tanh":
+                unfinished_tanh.append((len(curve), run))
+        elif activation not in fastest or epochs < fastest[activation][0]:
             fastest[activation] = (epochs, run)
-    if "relu" not in fastest or longest_tanh is None:
+    if "relu" not in fastest or ("tanh" not in fastest and not unfinished_tanh):
         return None
     relu_epochs, relu_run = fastest["relu"]
+    shortest = min(unfinished_tanh, key=lambda item: item[0], default=None)
     if "tanh" in fastest:
-        return fastest["tanh"][0] / relu_epochs, False, relu_run, fastest["tanh"][1]
-    return len(longest_tanh.curves["top1_error"]) / relu_epochs, True, relu_run, longest_tanh
+        tanh_epochs, tanh_run = fastest["tanh"]
+        lower = min(tanh_epochs, shortest[0] + 1) if shortest else tanh_epochs
+        return Figure1Ratio(relu_epochs, relu_run, tanh_epochs, tanh_run, lower)
+    return Figure1Ratio(relu_epochs, relu_run, None, shortest[1], shortest[0] + 1)
 
 
 def _percent(value):
@@ -171,7 +204,7 @@ def _setting(value):
 def study_table(runs):
     """The Markdown table of one study's runs."""
     varied = varied_settings(runs)
-    four_layer = any(run.hparams.get("model") == "four_layer" for run in runs)
+    four_layer = any(is_four_layer(run) for run in runs)
     header = ["run"] + [SETTING_LABELS[key] for key in varied] + ["epochs"]
     if four_layer:
         header += [f"epochs to {100 * FIGURE1_TRAIN_ERROR:.0f}% train error", "final train top-1 err %"]
@@ -180,7 +213,9 @@ def study_table(runs):
     for run in runs:
         r = run.results
         row = [f"`{run.label}`"] + [_setting(run.hparams.get(key)) for key in varied] + [str(r.get("epochs"))]
-        if four_layer:
+        if four_layer and not is_four_layer(run):
+            row += ["–", "–"]
+        elif four_layer:
             train_error = run.curves.get("top1_error") or []
             reached = epochs_to_reach(train_error, FIGURE1_TRAIN_ERROR)
             row += [
@@ -200,9 +235,15 @@ def study_table(runs):
     return "\n".join(lines)
 
 
-def _slug(title):
-    """A file name for a study's plot: its title up to any parenthesis, in lower-case words."""
-    return re.sub(r"[^a-z0-9]+", "-", title.split("(")[0].lower()).strip("-") or "study"
+def _slug(title, taken):
+    """A file name for a study's plot: its title up to any parenthesis, in lower-case
+    words, numbered when another study's already has it."""
+    base = re.sub(r"[^a-z0-9]+", "-", title.split("(")[0].lower()).strip("-") or "study"
+    slug, number = base, 2
+    while slug in taken:
+        slug, number = f"{base}-{number}", number + 1
+    taken.add(slug)
+    return slug
 
 
 def plot_study(title, runs, path):
@@ -213,12 +254,12 @@ def plot_study(title, runs, path):
     matplotlib.use("Agg")
     from matplotlib import pyplot
 
-    four_layer = all(run.hparams.get("model") == "four_layer" for run in runs)
+    four_layer = all(is_four_layer(run) for run in runs)
     key = "top1_error" if four_layer else "val_top1_error"
     varied = varied_settings(runs)
     figure, axes = pyplot.subplots(figsize=(7, 4.2), dpi=100)
     for run in runs:
-        curve = run.curves.get(key) or []
+        curve = [math.nan if value is None else value for value in run.curves.get(key) or []]
         if not curve:
             continue
         settings = ", ".join(f"{SETTING_LABELS[k]}={_setting(run.hparams.get(k))}" for k in varied)
@@ -250,51 +291,58 @@ def machines(runs):
     return sorted(described)
 
 
-def render(experiments, plots_dir, output):
-    """The report's Markdown; writes the plots into `plots_dir` as it goes."""
+def figure1_sentence(ratio):
+    target = f"{100 * FIGURE1_TRAIN_ERROR:.0f}% training error"
+    if ratio is None:
+        return f"No ReLU run reached {target}, or there is no tanh run: no ratio."
+    relu = f"ReLU's fastest, `{ratio.relu_run.label}`, took {ratio.relu_epochs} epochs"
+    if ratio.tanh_epochs is None:
+        bound = ratio.value
+        claim = f"tanh / ReLU is at least **{bound:.1f}×**" if bound > 1 else "no ratio can be given"
+        return (
+            f"Epochs to {target}: {relu}; no tanh run reached it (the shortest, `{ratio.tanh_run.label}`, "
+            f"trained {ratio.tanh_min_epochs - 1} epochs), so {claim} (the paper: about 6×)."
+        )
+    if ratio.tanh_min_epochs < ratio.tanh_epochs:
+        return (
+            f"Epochs to {target}: {relu}; tanh's fastest, `{ratio.tanh_run.label}`, took {ratio.tanh_epochs}, but a "
+            f"shorter tanh run stopped before reaching it, so tanh / ReLU is between "
+            f"{ratio.tanh_min_epochs / ratio.relu_epochs:.1f}× and **{ratio.value:.1f}×** (the paper: about 6×)."
+        )
+    return (
+        f"Epochs to {target}: {relu}; tanh's fastest, `{ratio.tanh_run.label}`, took {ratio.tanh_epochs}: "
+        f"tanh / ReLU = **{ratio.value:.1f}×** (the paper: about 6×), each at its fastest learning rate."
+    )
+
+
+def render(experiments, plots_dir, output, plots_link_dir=None):
+    """The report's Markdown; writes the plots into `plots_dir` as it goes, linked as if
+    they were in `plots_link_dir` (default: `plots_dir`)."""
     output = pathlib.Path(output)
+    plots_link_dir = pathlib.Path(plots_link_dir or plots_dir)
     lines = [
         "# Experiment results",
         "",
         "Written by `make report` (`python -m alexnet_tf.report`) from the `results.json` of every",
-        "finished run under `experiments/`; do not edit by hand. Each figure below comes from",
-        "one of those files; re-run an experiment with `make experiment NAME=<experiment>",
-        "DATA_DIR=<CIFAR-10 folder>`.",
+        "finished run under `experiments/`; do not edit by hand. Every figure below comes from one",
+        "of those files, written by this project's trainer.",
         "",
     ]
+    taken = set()
     for title, members in group_by_study(experiments).items():
         runs = [run for experiment in members for run in experiment.runs]
         lines += [f"## {title}", ""]
         for experiment in members:
             about = " ".join(line for line in experiment.description if line)
-            lines += [
-                f"- `experiments/{experiment.name}.flags`" + (f": {about}" if about else ""),
-                f"  Run: `make experiment NAME={experiment.name} DATA_DIR=<CIFAR-10 folder>`",
-            ]
+            commands = experiment.commands or [f"make experiment NAME={experiment.name}"]
+            lines += [f"- `experiments/{experiment.name}.flags`" + (f": {about}" if about else "")]
+            lines += [f"  Run: `{command}`" for command in commands]
         lines += ["", study_table(runs), ""]
-        if any(run.hparams.get("model") == "four_layer" for run in runs):
-            ratio = figure1_ratio(runs)
-            target = f"{100 * FIGURE1_TRAIN_ERROR:.0f}% training error"
-            if ratio is None:
-                lines += [f"No ReLU run (or no tanh run) reached {target}: no ratio.", ""]
-            elif ratio[1]:
-                value, _, relu_run, tanh_run = ratio
-                lines += [
-                    f"Epochs to {target}, tanh / ReLU: no tanh run reached it, so at least **{value:.1f}×** "
-                    f"(the longest tanh run, `{tanh_run.label}`, over ReLU's fastest, `{relu_run.label}`; "
-                    f"the paper: about 6×).",
-                    "",
-                ]
-            else:
-                value, _, relu_run, tanh_run = ratio
-                lines += [
-                    f"Epochs to {target}, tanh / ReLU (each at its fastest learning rate: `{tanh_run.label}`, "
-                    f"`{relu_run.label}`): **{value:.1f}×** (the paper: about 6×).",
-                    "",
-                ]
-        plot_path = pathlib.Path(plots_dir) / f"{_slug(title)}.png"
-        plot_study(title, runs, plot_path)
-        lines += [f"![{title}]({_relative(plot_path, output.parent)})", ""]
+        if any(is_four_layer(run) for run in runs):
+            lines += [figure1_sentence(figure1_ratio(runs)), ""]
+        name = f"{_slug(title, taken)}.png"
+        plot_study(title, runs, pathlib.Path(plots_dir) / name)
+        lines += [f"![{title}]({_relative(plots_link_dir / name, output.parent)})", ""]
         lines += ["Machine: " + "; ".join(machines(runs)) + ".", ""]
     return "\n".join(lines)
 
@@ -315,11 +363,32 @@ def write_report(experiments_dir="experiments", output=None, plots_dir=None):
     experiments = find_experiments(experiments_dir)
     if not experiments:
         raise ValueError(f"no finished runs (run*/results.json beside a .flags file) under {experiments_dir}.")
-    text = render(experiments, plots_dir, output)
+    # The plots folder is the report's own: built aside, then swapped in with the report,
+    # so a failure leaves the previous report and plots as they were and no stale plot stays.
+    new_plots = plots_dir.with_name(plots_dir.name + ".new")
+    old_plots = plots_dir.with_name(plots_dir.name + ".old")
     temporary = output.with_name(output.name + ".tmp")
-    temporary.write_text(text)
-    temporary.replace(output)
+    for leftover in (new_plots, old_plots):
+        shutil.rmtree(leftover, ignore_errors=True)
+    try:
+        new_plots.mkdir(parents=True)
+        temporary.write_text(render(experiments, new_plots, output, plots_link_dir=plots_dir), encoding="utf-8")
+        if plots_dir.exists():
+            plots_dir.rename(old_plots)
+        new_plots.rename(plots_dir)
+        temporary.replace(output)
+    finally:
+        shutil.rmtree(new_plots, ignore_errors=True)
+        shutil.rmtree(old_plots, ignore_errors=True)
+        temporary.unlink(missing_ok=True)
     return output
+
+
+def define_flags():
+    from absl import flags
+
+    flags.DEFINE_string("experiments_dir", "experiments", "The experiments folder to report on.")
+    flags.DEFINE_string("output", None, "The report's path (default: <experiments_dir>/README.md).")
 
 
 def main(argv):
@@ -330,20 +399,21 @@ def main(argv):
     from alexnet_tf import cli
 
     cli.refuse_extra_arguments(argv)
-    values = flags.FLAGS
     try:
-        path = write_report(values.experiments_dir, values.output)
+        path = write_report(flags.FLAGS.experiments_dir, flags.FLAGS.output)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(cli.EXIT_USAGE)
+    except (OSError, ImportError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(cli.EXIT_DATA)
     print(f"Wrote {path}")
 
 
 if __name__ == "__main__":
-    from absl import app, flags
+    from absl import app
 
     from alexnet_tf import cli
 
-    flags.DEFINE_string("experiments_dir", "experiments", "The experiments folder to report on.")
-    flags.DEFINE_string("output", None, "The report's path (default: <experiments_dir>/README.md).")
+    define_flags()
     app.run(main, flags_parser=cli.parse_flags)

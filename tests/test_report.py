@@ -1,11 +1,13 @@
 import json
 import pathlib
+import shutil
 import subprocess
 import sys
 
 import pytest
 
 from alexnet_tf import report
+from alexnet_tf.report import Run
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -75,7 +77,7 @@ def test_report_tables_ratio_and_plots(experiments):
     # Figure 1: epochs to 25% training error per run, and tanh/ReLU at each one's fastest lr (8 / 3).
     assert "| `fig1_relu/run2` | relu | 0.03 | 4 | 3 | 20.0 |" in text
     assert "| `fig1_tanh/run1` | tanh | 0.01 | 8 | 8 | 25.0 |" in text
-    assert "**2.7×**" in text
+    assert "tanh / ReLU = **2.7×**" in text
     for slug in ("lrn-vs-none", "figure-1", "towers"):  # each study's title
         png = experiments / "plots" / f"{slug}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
@@ -90,19 +92,58 @@ def test_report_without_a_reached_target_says_so(experiments):
     results.write_text(json.dumps(data))
     text = report.write_report(experiments).read_text()
     assert "| `fig1_tanh/run1` | tanh | 0.01 | 8 | not in 2 |" in text
-    # tanh never got there: the ratio is a lower bound, its run's epochs over ReLU's fastest (2 / 3).
-    assert "no tanh run reached it, so at least **0.7×**" in text
+    # tanh never got there in 2 epochs: all that is known is that it needs more than 2 (ReLU: 3).
+    assert "no tanh run reached it (the shortest, `fig1_tanh/run1`, trained 2 epochs), so no ratio can be given" in text
+
+
+def ratio_of(relu_curves, tanh_curves):
+    runs = [Run("relu", f"run{i}", {"hparams": {"model": "four_layer", "activation": "relu"}, "curves": {"top1_error": c}})
+            for i, c in enumerate(relu_curves)]
+    runs += [Run("tanh", f"run{i}", {"hparams": {"model": "four_layer", "activation": "tanh"}, "curves": {"top1_error": c}})
+             for i, c in enumerate(tanh_curves)]
+    runs.append(Run("alexnet", "run1", {"hparams": {"model": "alexnet", "activation": "tanh"}, "curves": {"top1_error": [0.1]}}))
+    return report.figure1_ratio(runs)
+
+
+def test_figure1_ratio_takes_each_activations_fastest_run_and_knows_its_bounds():
+    fast_relu, slow_relu = [0.5, 0.2], [0.5, 0.4, 0.2]
+    ratio = ratio_of([slow_relu, fast_relu], [[0.9] * 5 + [0.2], [0.9] * 9 + [0.1]])
+    assert (ratio.relu_epochs, ratio.tanh_epochs, ratio.tanh_min_epochs, ratio.value) == (2, 6, 6, 3.0)
+    # A 3-epoch tanh run that never got there: tanh's fastest could need only 4 epochs.
+    ratio = ratio_of([fast_relu], [[0.9] * 5 + [0.2], [0.9] * 3])
+    assert (ratio.tanh_epochs, ratio.tanh_min_epochs) == (6, 4)
+    # No tanh run got there: the shortest one bounds it from below (it needs more than 7 epochs).
+    ratio = ratio_of([fast_relu], [[0.9] * 7, [0.9] * 20])
+    assert (ratio.tanh_epochs, ratio.tanh_min_epochs, ratio.value) == (None, 8, 4.0)
+    assert "so tanh / ReLU is at least **4.0×**" in report.figure1_sentence(ratio)
+    # Runs without curves (an older results.json), or no ReLU run reaching 25%: no ratio.
+    assert ratio_of([fast_relu], [[]]) is None
+    assert ratio_of([[0.9, 0.8]], [[0.2]]) is None
+    assert report.figure1_sentence(None).startswith("No ReLU run reached 25%")
 
 
 def test_report_of_a_real_run(run_dir, tmp_path):
     # The trainer's own results.json (a one-epoch run) is what the report reads.
-    experiments = run_dir.parents[1]
+    experiments = tmp_path / "experiments"
+    shutil.copytree(run_dir, experiments / "t" / "run1", ignore=shutil.ignore_patterns("checkpoints"))
     (experiments / "t.flags").write_text("# Study: tiny\n--epochs=1\n")
     text = report.write_report(experiments, output=tmp_path / "report.md", plots_dir=tmp_path / "plots").read_text()
     results = json.loads((run_dir / "results.json").read_text())
     assert len(results["curves"]["val_top1_error"]) == 1
     assert f"| {100 * results['best_validation_top1_error']:.1f} |" in text
     assert (tmp_path / "plots" / "tiny.png").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["experiments", "plots", "report.md"]  # no leftovers
+
+
+def test_plots_of_studies_with_one_slug_do_not_collide_and_stale_plots_go(experiments):
+    (experiments / "plots").mkdir()
+    (experiments / "plots" / "stale.png").write_bytes(b"old")
+    (experiments / "norms_none.flags").write_text("# Study: LRN vs none (again)\n--norm=none\n")
+    text = report.write_report(experiments).read_text()
+    assert "](plots/lrn-vs-none.png)" in text and "](plots/lrn-vs-none-2.png)" in text
+    assert sorted(p.name for p in (experiments / "plots").iterdir()) == [
+        "figure-1.png", "lrn-vs-none-2.png", "lrn-vs-none.png", "towers.png"
+    ]
 
 
 def test_report_command_refuses_a_folder_without_runs(tmp_path):
