@@ -154,3 +154,25 @@ def test_report_command_refuses_a_folder_without_runs(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [f"error: no finished runs (run*/results.json beside a .flags file) under {tmp_path}."]
     assert not (tmp_path / "README.md").exists()
+
+
+def test_the_committed_report_is_what_the_committed_results_give(tmp_path):
+    # `make report` regenerates experiments/README.md from the committed runs alone.
+    committed = REPO_ROOT / "experiments" / "README.md"
+    if not committed.is_file():
+        pytest.skip("no committed report")
+    output = tmp_path / "experiments" / "README.md"
+    output.parent.mkdir()
+    report.write_report(REPO_ROOT / "experiments", output=output, plots_dir=tmp_path / "experiments" / "plots")
+    assert output.read_text(encoding="utf-8") == committed.read_text(encoding="utf-8")
+    assert sorted(p.name for p in (tmp_path / "experiments" / "plots").iterdir()) == sorted(
+        p.name for p in (REPO_ROOT / "experiments" / "plots").iterdir()
+    )
+
+
+@pytest.mark.parametrize("flagfile", sorted((REPO_ROOT / "experiments").glob("*.flags")), ids=lambda p: p.stem)
+def test_every_experiment_flagfile_parses(flagfile):
+    from alexnet_tf import config
+
+    parsed = config.config_from_flagfile(flagfile)
+    assert parsed.experiment == flagfile.stem
