@@ -10,16 +10,18 @@ What is timed, in one process, after warm-up:
 - **Training step** (forward, backward, SGD-with-momentum update;
   ``model.train_on_batch`` on one fixed batch of the real pipeline's
   images, 1000 classes as in the paper) for every norm in ``--norms``,
-  towers in ``--towers`` and precision in ``--precisions`` ("fp32", and
+  towers in ``--towers`` and precision in ``--precisions`` ("fp32";
   "bf16": Keras' ``mixed_bfloat16`` policy, LRN still computed in float32
-  inside). With ``--xla``, the fp32 one-tower nets again with
-  ``jit_compile=True``.
+  inside; "fp16": ``mixed_float16``, with the loss scaling Keras' compile
+  adds for it; the default "auto" is fp32 and bf16, plus fp16 when a GPU is
+  visible, since CPUs rarely compute float16 fast). With ``--xla``, the
+  fp32 one-tower nets again with ``jit_compile=True``.
 - **Input pipeline** alone: `alexnet_tf.input_pipeline.train_dataset` on
   real data (full augmentation), iterated without a model.
 - **End-to-end**: ``model.fit`` of the fp32 one-tower LRN net on that
   pipeline; timed from the end of its first step to the end of its last.
-- **Matmul peak**: a square fp32 and bf16 ``tf.matmul`` of side
-  ``--matmul_size``, the machine's practical peak.
+- **Matmul peak**: a square ``tf.matmul`` of side ``--matmul_size`` in
+  fp32 and each timed precision, the machine's practical peak.
 
 Every round times every configuration once, in an order that reverses from
 one round to the next (A B C, C B A, ...), so a drift in the machine's
@@ -49,7 +51,8 @@ from absl import app, flags  # noqa: E402
 from alexnet_tf import cli  # noqa: E402
 
 NORMS = ("lrn", "batchnorm", "none")
-PRECISIONS = {"fp32": "float32", "bf16": "mixed_bfloat16"}
+PRECISIONS = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
+MATMUL_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 NUM_CLASSES = 1000  # the paper's head, whatever data set feeds the end-to-end run
 
 FLAGS = flags.FLAGS
@@ -59,7 +62,9 @@ flags.DEFINE_integer("batch_size", 64, "Images per batch, for every model and th
 flags.DEFINE_integer("image_size", 224, "Crop size (at least 63).")
 flags.DEFINE_list("norms", list(NORMS), "Normalisations to time.")
 flags.DEFINE_list("towers", ["1", "2"], "Tower counts to time.")
-flags.DEFINE_list("precisions", list(PRECISIONS), "Precisions to time: fp32, bf16.")
+flags.DEFINE_list(
+    "precisions", ["auto"], "Precisions to time: fp32, bf16, fp16; auto: fp32,bf16, and fp16 too when a GPU is visible."
+)
 flags.DEFINE_enum(
     "lrn_implementation",
     "auto",
@@ -205,6 +210,15 @@ def matmul_gflops(size, dtype, seconds=0.5):
 # ---------------------------------------------------------------- the run
 
 
+def resolve_precisions(precisions):
+    """The precisions to time: `precisions` as given, or for ["auto"] fp32 and bf16, plus fp16 with a GPU."""
+    if precisions != ["auto"]:
+        return list(precisions)
+    import tensorflow as tf
+
+    return ["fp32", "bf16"] + (["fp16"] if tf.config.list_logical_devices("GPU") else [])
+
+
 def machine_info():
     import keras
     import numpy as np
@@ -249,6 +263,7 @@ def run(settings, log=print):
 
     start = time.perf_counter()
     load_before = os.getloadavg()[0]
+    settings = dict(settings, precisions=resolve_precisions(settings["precisions"]))
     batch_size, image_size = settings["batch_size"], settings["image_size"]
 
     def progress(message):
@@ -293,11 +308,12 @@ def run(settings, log=print):
 
     step_rates = {name: [] for name in models}
     pipeline_rates, fit_rates = [], []
-    peak_rates = {precision: [] for precision in ("fp32", "bf16")}
+    peak_precisions = ["fp32"] + [p for p in settings["precisions"] if p != "fp32"]
+    peak_rates = {precision: [] for precision in peak_precisions}
     tasks = [(name, "step") for name in models] + [(None, "pipeline")]
     if end_to_end_name:
         tasks.append((end_to_end_name, "fit"))
-    tasks += [("fp32", "matmul"), ("bf16", "matmul")]
+    tasks += [(precision, "matmul") for precision in peak_precisions]
     for round_index in range(settings["rounds"]):
         for name, kind in round_order(tasks, round_index):
             if kind == "step":
@@ -310,8 +326,7 @@ def run(settings, log=print):
             elif kind == "fit":
                 fit_rates.append(fit_images_per_second(models[name], pipeline, settings["fit_steps"], batch_size))
             else:
-                dtype = tf.float32 if name == "fp32" else tf.bfloat16
-                peak_rates[name].append(matmul_gflops(settings["matmul_size"], dtype))
+                peak_rates[name].append(matmul_gflops(settings["matmul_size"], MATMUL_DTYPES[name]))
         summary = ", ".join(f"{name} {rates[-1]:.1f}" for name, rates in step_rates.items())
         progress(
             f"round {round_index + 1}/{settings['rounds']} images/s: {summary} "
@@ -348,15 +363,17 @@ def run(settings, log=print):
             add_ratio(f"batchnorm/none t{towers} {precision}", config_name("batchnorm", towers, precision, False), none)
     for norm in settings["norms"]:
         for towers in settings["towers"]:
-            fp32, bf16 = (config_name(norm, towers, p, False) for p in ("fp32", "bf16"))
-            add_ratio(f"bf16/fp32 {norm} t{towers}", bf16, fp32)
+            for precision in peak_precisions[1:]:
+                fp32, low = (config_name(norm, towers, p, False) for p in ("fp32", precision))
+                add_ratio(f"{precision}/fp32 {norm} t{towers}", low, fp32)
         for precision in settings["precisions"]:
             one, two = (config_name(norm, t, precision, False) for t in (1, 2))
             add_ratio(f"towers2/towers1 per FLOP {norm} {precision}", two, one, per_flop=True)
         add_ratio(f"xla/no-xla {norm} fp32", config_name(norm, 1, "fp32", True), config_name(norm, 1, "fp32", False))
     if settings["xla"]:
         add_ratio("lrn/none t1 fp32 xla", config_name("lrn", 1, "fp32", True), config_name("none", 1, "fp32", True))
-    ratios["bf16/fp32 matmul peak"] = paired_ratio(peak_rates["bf16"], peak_rates["fp32"])
+    for precision in peak_precisions[1:]:
+        ratios[f"{precision}/fp32 matmul peak"] = paired_ratio(peak_rates[precision], peak_rates["fp32"])
     end_to_end = None
     if end_to_end_name:
         end_to_end = {
@@ -471,6 +488,8 @@ def validate(settings):
         raise app.UsageError(f"--pipeline_seconds must be > 0, got {settings['pipeline_seconds']}")
     for name, allowed in (("norms", NORMS), ("precisions", tuple(PRECISIONS)), ("towers", (1, 2))):
         values = settings[name]
+        if name == "precisions" and values == ["auto"]:
+            continue
         if not values or any(v not in allowed for v in values) or len(set(values)) != len(values):
             raise app.UsageError(
                 f"--{name} must list distinct values from {','.join(map(str, allowed))}, got {','.join(map(str, values))}"

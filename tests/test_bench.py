@@ -98,7 +98,8 @@ def _settings(**changes):
         (dict(fit_steps=1), "--fit_steps"),
         (dict(norms=["lrn", "layernorm"]), "--norms"),
         (dict(norms=["lrn", "lrn"]), "--norms"),
-        (dict(precisions=["fp16"]), "--precisions"),
+        (dict(precisions=["fp8"]), "--precisions"),
+        (dict(precisions=["auto", "fp32"]), "--precisions"),
         (dict(towers=[3]), "--towers"),
         (dict(dataset="mnist"), "--dataset"),
         (dict(pipeline_seconds=0.0), "--pipeline_seconds"),
@@ -108,6 +109,16 @@ def test_validate_rejects_bad_settings(changes, message):
     with pytest.raises(app.UsageError, match=message):
         bench.validate(_settings(**changes))
     bench.validate(_settings())  # the defaults pass
+
+
+def test_auto_precisions_add_float16_only_with_a_gpu():
+    import tensorflow as tf
+
+    gpu = bool(tf.config.list_logical_devices("GPU"))
+    assert bench.resolve_precisions(["auto"]) == ["fp32", "bf16"] + (["fp16"] if gpu else [])
+    assert bench.resolve_precisions(["fp16", "fp32"]) == ["fp16", "fp32"]
+    bench.validate(_settings(precisions=["auto"]))
+    bench.validate(_settings(precisions=["fp32", "fp16"]))
 
 
 def _run_bench(*args, timeout=240):
@@ -146,3 +157,16 @@ def test_quick_run_prints_the_table_and_writes_the_json(tmp_path):
     assert figures["input_pipeline_images_per_s"]["median"] > 0
     assert figures["machine"]["cpu_count"] == os.cpu_count()
     assert figures["machine"]["tensorflow"]
+
+
+def test_float16_model_trains_with_loss_scaling():
+    import keras
+    import numpy as np
+
+    model = bench.build_model("lrn", 1, "fp16", False, image_size=67)
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    assert model.get_layer("conv1").compute_dtype == "float16"
+    assert keras.mixed_precision.global_policy().name == "float32"  # restored
+    images = np.random.default_rng(0).uniform(-1, 1, (2, 67, 67, 3)).astype("float32")
+    loss = model.train_on_batch(images, np.array([0, 1]))
+    assert np.isfinite(loss)
