@@ -18,6 +18,7 @@ import math
 import pathlib
 import re
 import shutil
+import statistics
 
 # The paper's Figure 1 counts the epochs until the training error reaches 25%.
 FIGURE1_TRAIN_ERROR = 0.25
@@ -187,6 +188,57 @@ def figure1_ratio(runs):
     return Figure1Ratio(relu_epochs, relu_run, None, shortest[1], shortest[0] + 1)
 
 
+def loss_gap(a, b):
+    """(epochs, mean, largest) |difference| of two runs' per-epoch training loss over the
+    epochs both have, or None when they share none."""
+    pairs = [
+        (x, y)
+        for x, y in zip(a.curves.get("loss") or [], b.curves.get("loss") or [])
+        if x is not None and y is not None
+    ]
+    if not pairs:
+        return None
+    gaps = [abs(x - y) for x, y in pairs]
+    return len(gaps), statistics.mean(gaps), max(gaps)
+
+
+def _settings_except(run, *keys):
+    return tuple((key, repr(run.hparams.get(key))) for key in SETTING_LABELS if key not in keys)
+
+
+def precision_sentences(runs):
+    """When a study's runs differ in precision: one sentence per pair of runs that differ
+    only in precision, comparing their training-loss curves, and one per pair of float32
+    runs that differ only in seed, the noise to judge those gaps by."""
+    if "mixed_precision" not in varied_settings(runs):
+        return []
+    float32 = [run for run in runs if run.hparams.get("mixed_precision") == "float32"]
+    pairs = [
+        (low, reference, f"{low.hparams.get('mixed_precision')} vs float32, nothing else changed")
+        for low in runs
+        if low not in float32
+        for reference in float32
+        if _settings_except(low, "mixed_precision") == _settings_except(reference, "mixed_precision")
+    ]
+    pairs += [
+        (a, b, "two float32 seeds, nothing else changed")
+        for i, a in enumerate(float32)
+        for b in float32[i + 1 :]
+        if a.hparams.get("seed") != b.hparams.get("seed")
+        and _settings_except(a, "seed") == _settings_except(b, "seed")
+    ]
+    sentences = []
+    for a, b, what in pairs:
+        gap = loss_gap(a, b)
+        if gap:
+            epochs, mean, largest = gap
+            sentences.append(
+                f"Training loss per epoch, `{a.label}` vs `{b.label}` ({what}): "
+                f"differs by {mean:.3f} on average, at most {largest:.3f}, over {epochs} epochs."
+            )
+    return sentences
+
+
 def _percent(value):
     return "–" if value is None else f"{100 * value:.1f}"
 
@@ -208,7 +260,7 @@ def study_table(runs):
     header = ["run"] + [SETTING_LABELS[key] for key in varied] + ["epochs"]
     if four_layer:
         header += [f"epochs to {100 * FIGURE1_TRAIN_ERROR:.0f}% train error", "final train top-1 err %"]
-    header += ["best val top-1 err %", "best val top-5 err %", "at epoch", "images/s", "wall min"]
+    header += ["final train loss", "best val top-1 err %", "best val top-5 err %", "at epoch", "images/s", "wall min"]
     rows = []
     for run in runs:
         r = run.results
@@ -222,7 +274,9 @@ def study_table(runs):
                 str(reached) if reached else f"not in {len(train_error)}",
                 _percent(train_error[-1] if train_error else None),
             ]
+        losses = run.curves.get("loss") or []
         row += [
+            _number(losses[-1] if losses else None, 3),
             _percent(r.get("best_validation_top1_error")),
             _percent(r.get("best_validation_top5_error")),
             str(r.get("best_epoch") or "–"),
@@ -247,32 +301,39 @@ def _slug(title, taken):
 
 
 def plot_study(title, runs, path):
-    """A PNG of the study's learning curves: validation top-1 error per epoch, or the
-    training error for the four-layer net (the paper's Figure 1)."""
+    """A PNG of the study's learning curves: training loss and validation top-1 error per
+    epoch, or the training error for the four-layer net (the paper's Figure 1)."""
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib import pyplot
 
     four_layer = all(is_four_layer(run) for run in runs)
-    key = "top1_error" if four_layer else "val_top1_error"
     varied = varied_settings(runs)
-    figure, axes = pyplot.subplots(figsize=(7, 4.2), dpi=100)
-    for run in runs:
-        curve = [math.nan if value is None else value for value in run.curves.get(key) or []]
-        if not curve:
-            continue
-        settings = ", ".join(f"{SETTING_LABELS[k]}={_setting(run.hparams.get(k))}" for k in varied)
-        style = "--" if run.hparams.get("activation") == "tanh" else "-"
-        axes.plot(range(1, len(curve) + 1), curve, style, label=f"{run.label}" + (f" ({settings})" if settings else ""))
     if four_layer:
-        axes.axhline(FIGURE1_TRAIN_ERROR, color="grey", linewidth=0.8)
-    axes.set_xlabel("epoch")
-    axes.set_ylabel("training error rate" if four_layer else "validation top-1 error")
-    axes.set_ylim(0, 1)
-    axes.set_title(title, fontsize=10)
-    axes.grid(alpha=0.3)
-    axes.legend(fontsize=7)
+        panels = [("top1_error", "training error rate", (0, 1))]
+    else:
+        panels = [("loss", "training loss", (0, None)), ("val_top1_error", "validation top-1 error", (0, 1))]
+    figure, all_axes = pyplot.subplots(1, len(panels), figsize=(7 * len(panels), 4.2), dpi=100, squeeze=False)
+    for axes, (key, label, limits) in zip(all_axes[0], panels):
+        for run in runs:
+            curve = [math.nan if value is None else value for value in run.curves.get(key) or []]
+            if not curve:
+                continue
+            settings = ", ".join(f"{SETTING_LABELS[k]}={_setting(run.hparams.get(k))}" for k in varied)
+            style = "--" if run.hparams.get("activation") == "tanh" else "-"
+            axes.plot(
+                range(1, len(curve) + 1), curve, style, label=f"{run.label}" + (f" ({settings})" if settings else "")
+            )
+        if four_layer:
+            axes.axhline(FIGURE1_TRAIN_ERROR, color="grey", linewidth=0.8)
+        axes.set_xlabel("epoch")
+        axes.set_ylabel(label)
+        axes.set_ylim(*limits)
+        axes.grid(alpha=0.3)
+        if axes.get_legend_handles_labels()[0]:
+            axes.legend(fontsize=7)
+    figure.suptitle(title, fontsize=10)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path)
@@ -340,6 +401,8 @@ def render(experiments, plots_dir, output, plots_link_dir=None):
         lines += ["", study_table(runs), ""]
         if any(is_four_layer(run) for run in runs):
             lines += [figure1_sentence(figure1_ratio(runs)), ""]
+        for sentence in precision_sentences(runs):
+            lines += [sentence, ""]
         name = f"{_slug(title, taken)}.png"
         plot_study(title, runs, pathlib.Path(plots_dir) / name)
         lines += [f"![{title}]({_relative(plots_link_dir / name, output.parent)})", ""]

@@ -12,7 +12,10 @@ from alexnet_tf.report import Run
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-def fake_run(experiments, experiment, run, *, model="alexnet", activation="relu", norm="lrn", lr=0.01, train=(), val=()):
+def fake_run(
+    experiments, experiment, run, *, model="alexnet", activation="relu", norm="lrn", lr=0.01, train=(), val=(), loss=(),
+    precision="float32", seed=0,
+):
     run_dir = experiments / experiment / run
     run_dir.mkdir(parents=True)
     best = min(range(len(val)), key=lambda i: val[i]) if val else None
@@ -25,9 +28,12 @@ def fake_run(experiments, experiment, run, *, model="alexnet", activation="relu"
         "best_validation_top5_error": val[best] / 4 if val else None,
         "images_per_s": 123.4,
         "wall_time_s_this_process": 600.0,
-        "hparams": {"model": model, "norm": norm, "activation": activation, "learning_rate": lr, "seed": 0},
+        "hparams": {
+            "model": model, "norm": norm, "activation": activation, "learning_rate": lr, "mixed_precision": precision,
+            "seed": seed,
+        },
         "machine": {"cpu_count": 2, "gpus": [], "tensorflow": "2.21.0", "keras": "3.15.1"},
-        "curves": {"top1_error": list(train), "val_top1_error": list(val)},
+        "curves": {"top1_error": list(train), "val_top1_error": list(val), "loss": list(loss)},
     }
     (run_dir / "results.json").write_text(json.dumps(results))
     return run_dir
@@ -94,6 +100,25 @@ def test_report_without_a_reached_target_says_so(experiments):
     assert "| `fig1_tanh/run1` | tanh | 0.01 | 8 | not in 2 |" in text
     # tanh never got there in 2 epochs: all that is known is that it needs more than 2 (ReLU: 3).
     assert "no tanh run reached it (the shortest, `fig1_tanh/run1`, trained 2 epochs), so no ratio can be given" in text
+
+
+def test_precision_study_compares_loss_curves_with_the_seed_noise(tmp_path):
+    root = tmp_path / "experiments"
+    root.mkdir()
+    (root / "fp32.flags").write_text("# Study: Precision\n--norm=lrn\n")
+    (root / "bf16.flags").write_text("# Study: Precision\n--mixed_precision=mixed_bfloat16\n")
+    fake_run(root, "fp32", "run1", val=[0.9, 0.6], loss=[2.3, 2.0, 1.5])
+    fake_run(root, "fp32", "run2", val=[0.9, 0.6], loss=[2.3, 1.9, 1.3], seed=1)
+    fake_run(root, "bf16", "run1", val=[0.9, 0.6], loss=[2.3, 2.1], precision="mixed_bfloat16")
+    fake_run(root, "bf16", "run2", val=[0.9, 0.6], loss=[2.2, 2.1], precision="mixed_bfloat16", seed=5)
+    text = report.write_report(root).read_text()
+    assert "| `fp32/run2` | float32 | 1 | 2 | 1.300 |" in text  # varied settings, epochs, final training loss
+    # bf16/run1 against the float32 run with its seed (over the 2 epochs both have); bf16/run2 has no such run.
+    assert "`bf16/run1` vs `fp32/run1` (mixed_bfloat16 vs float32, nothing else changed): differs by 0.050 on average, at most 0.100, over 2 epochs." in text
+    assert "`bf16/run2` vs" not in text
+    assert "`fp32/run1` vs `fp32/run2` (two float32 seeds, nothing else changed): differs by 0.100 on average, at most 0.200, over 3 epochs." in text
+    # Studies where precision does not vary get no such lines.
+    assert report.precision_sentences([Run("a", "run1", {"hparams": {"seed": 0}}), Run("a", "run2", {"hparams": {"seed": 1}})]) == []
 
 
 def ratio_of(relu_curves, tanh_curves):
