@@ -15,7 +15,7 @@ import tensorflow_datasets as tfds
 from absl import flags
 
 from alexnet_tf import config as config_lib
-from alexnet_tf import callbacks, runs, training
+from alexnet_tf import callbacks, optim, runs, training
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 # A run small enough for CPU tests: 64x64 crops, a few steps per epoch.
@@ -141,6 +141,29 @@ def test_the_four_layer_net_trains_through_the_same_trainer(tmp_path):
     model = training.build_model_for(config, 10)
     model.load_weights(run_dir / "checkpoints" / "best.weights.h5")
     assert model.name == "four_layer_tanh" and model.count_params() == 89578
+
+
+def test_float16_training_goes_through_the_trainer_with_loss_scaling(tmp_path, monkeypatch):
+    import keras
+
+    compiled_optimizers = []
+    compile_ = keras.Model.compile
+
+    def recording_compile(model, *args, **kwargs):
+        compile_(model, *args, **kwargs)
+        compiled_optimizers.append(model.optimizer)
+
+    monkeypatch.setattr(keras.Model, "compile", recording_compile)
+    config = config_lib.TrainConfig(
+        dataset="cifar10_sample", experiments_dir=str(tmp_path), experiment="fp16", model="four_layer",
+        image_size=32, batch_size=32, steps_per_epoch=2, stats_images=64, epochs=1, mixed_precision="mixed_float16",
+    )  # fmt: skip
+    results = training.train(config, verbose=0)
+    assert results["hparams"]["mixed_precision"] == "mixed_float16"
+    assert np.isfinite(results["curves"]["loss"]).all()
+    # Keras wraps the paper's optimiser in dynamic loss scaling for float16 (and only then).
+    assert compiled_optimizers and all(isinstance(o, keras.optimizers.LossScaleOptimizer) for o in compiled_optimizers)
+    assert isinstance(compiled_optimizers[0].inner_optimizer, optim.SGDCoupledWeightDecay)
 
 
 def test_a_data_dir_from_the_environment_is_recorded_in_the_flags(tmp_path, monkeypatch, shared_cifar10_dir):
