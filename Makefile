@@ -53,7 +53,7 @@ evaluate: $(INSTALLED) ## Evaluate a checkpoint or run directory (CHECKPOINT=exp
 tensorboard: $(INSTALLED) ## Serve TensorBoard over experiments/ (PORT=6006)
 	$(VENV)/bin/tensorboard --logdir experiments --port $(or $(PORT),6006)
 
-bench: $(INSTALLED) ## Time training steps (norms, towers, fp32/bf16, XLA), pipeline, end-to-end fit, matmul peak (BENCH_FLAGS="--quick" or "--json=PATH")
+bench: $(INSTALLED) ## Time training steps (norms, towers, fp32/bf16; --xla), pipeline, end-to-end fit, matmul peak (BENCH_FLAGS="--quick" or "--json=PATH")
 	$(PY) -m alexnet_tf.bench $(BENCH_FLAGS)
 
 report: $(INSTALLED) ## Write experiments/README.md and its plots from the committed runs' results.json (no training)

@@ -1,6 +1,7 @@
 """Throughput benchmark: training steps, input pipeline, end-to-end fit, matmul peak.
 
-    python -m alexnet_tf.bench                      # defaults: batch 64, 224x224, 3 rounds (< 5 min on 2 cores)
+    python -m alexnet_tf.bench                      # defaults: batch 64, 224x224, 5 rounds (< 5 min on 2 cores)
+    python -m alexnet_tf.bench --xla --precisions=fp32 --towers=1   # XLA on/off per norm
     python -m alexnet_tf.bench --quick              # smoke run, well under a minute
     python -m alexnet_tf.bench --data_dir=PATH --dataset=cifar10 --json=bench.json
     make bench BENCH_FLAGS="--json=bench.json"
@@ -25,9 +26,15 @@ What is timed, in one process, after warm-up:
 
 Every round times every configuration once, in an order that reverses from
 one round to the next (A B C, C B A, ...), so a drift in the machine's
-speed touches all alike. Each figure is the median over rounds, with the
-spread (min-max). Ratios (LRN/none, bf16/fp32, ...) are the median of the
-per-round ratios, which cancels drift better than a ratio of medians.
+speed touches all alike; the no-norm net is timed between the LRN and
+BatchNorm nets, so each ratio's two steps run back to back. Each figure is
+the median over rounds, with the spread (min-max). Ratios (LRN/none,
+bf16/fp32, ...) are the median of the per-round ratios, which cancels drift
+better than a ratio of medians. On a shared machine a neighbour's burst can
+slow one step by a third for a few seconds; five rounds keep one or two such
+rounds from moving a median (three did not: on this project's machine, a
+3-round run with a slowed step in two of its rounds gave LRN/none 0.89,
+where 12 rounds of just those two nets gave 0.97).
 
 Achieved GFLOP/s counts 2 FLOPs per multiply-accumulate of the conv and
 dense layers and 3x the forward for a training step (see
@@ -36,6 +43,7 @@ for two); fraction of peak divides it by the matmul peak of the same
 precision.
 """
 
+import gc
 import json
 import logging
 import os
@@ -71,8 +79,13 @@ flags.DEFINE_enum(
     ["auto", "xla", "matmul", "tf_op"],
     "LocalResponseNormalization implementation of the LRN nets (tf_op: the TensorFlow op, the 'before').",
 )
-flags.DEFINE_boolean("xla", True, "Also time the fp32 one-tower nets compiled with XLA (jit_compile=True).")
-flags.DEFINE_integer("rounds", 3, "Rounds; each times every configuration once.")
+flags.DEFINE_boolean(
+    "xla",
+    False,
+    "Also time the fp32 one-tower nets compiled with XLA (jit_compile=True). Off by default: it was slower "
+    "for every norm on CPU (see README, Performance), and compiling it costs a minute.",
+)
+flags.DEFINE_integer("rounds", 5, "Rounds; each times every configuration once.")
 flags.DEFINE_integer("steps", 1, "Training steps timed per configuration per round.")
 flags.DEFINE_integer("warmup_steps", 1, "Untimed training steps per model before the first round (the first traces it).")
 flags.DEFINE_integer("fit_steps", 3, "Steps of each end-to-end fit (the first is not timed; 0 skips it).")
@@ -171,12 +184,21 @@ def time_calls(fn, count):
     return (time.perf_counter() - start) / count
 
 
-def pipeline_images_per_second(iterator, batch_size, seconds):
+def pipeline_images_per_second(dataset, batch_size, seconds):
+    """Images/s of iterating `dataset` alone, after its first batch.
+
+    The iterator lives only inside this call: a live one keeps refilling its
+    prefetch buffers in the background, which would slow whatever is timed next.
+    """
+    iterator = iter(dataset)
+    next(iterator)  # start-up: threads, buffers, the first batch
     count, start = 0, time.perf_counter()
     while count < 2 or time.perf_counter() - start < seconds:
         next(iterator)
         count += 1
-    return count * batch_size / (time.perf_counter() - start)
+    rate = count * batch_size / (time.perf_counter() - start)
+    del iterator
+    return rate
 
 
 def fit_images_per_second(model, dataset, steps, batch_size):
@@ -190,6 +212,7 @@ def fit_images_per_second(model, dataset, steps, batch_size):
             ends.append(time.perf_counter())
 
     model.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0, shuffle=False, callbacks=[StepEnds()])
+    gc.collect()  # fit's iterator may sit in a reference cycle, prefetching in the background until collected
     return (len(ends) - 1) * batch_size / (ends[-1] - ends[0])
 
 
@@ -280,18 +303,19 @@ def run(settings, log=print):
     pipeline = input_pipeline.train_dataset(
         source, batch_size=batch_size, stats=stats, image_size=image_size, encoded=info.encoded
     ).repeat()
-    pipeline_iterator = iter(pipeline)
-    images, labels = next(pipeline_iterator)  # the fixed batch of the synthetic-step timings
+    images, labels = next(iter(pipeline))  # the fixed batch of the synthetic-step timings
     images, labels = tf.constant(images), tf.constant(labels)
+    gc.collect()
 
+    norms = [norm for norm in ("lrn", "none", "batchnorm") if norm in settings["norms"]]  # none beside each
     configs = [
         (norm, towers, precision, False)
         for precision in settings["precisions"]
         for towers in settings["towers"]
-        for norm in settings["norms"]
+        for norm in norms
     ]
     if settings["xla"]:
-        configs += [(norm, 1, "fp32", True) for norm in settings["norms"]]
+        configs += [(norm, 1, "fp32", True) for norm in norms]
     models, flops_per_image = {}, {}
     for config in configs:
         name = config_name(*config)
@@ -320,9 +344,7 @@ def run(settings, log=print):
                 seconds = time_calls(lambda: models[name].train_on_batch(images, labels), settings["steps"])
                 step_rates[name].append(batch_size / seconds)
             elif kind == "pipeline":
-                pipeline_rates.append(
-                    pipeline_images_per_second(pipeline_iterator, batch_size, settings["pipeline_seconds"])
-                )
+                pipeline_rates.append(pipeline_images_per_second(pipeline, batch_size, settings["pipeline_seconds"]))
             elif kind == "fit":
                 fit_rates.append(fit_images_per_second(models[name], pipeline, settings["fit_steps"], batch_size))
             else:
