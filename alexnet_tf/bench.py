@@ -2,6 +2,7 @@
 
     python -m alexnet_tf.bench                      # defaults: batch 64, 224x224, 5 rounds (< 5 min on 2 cores)
     python -m alexnet_tf.bench --xla --precisions=fp32 --towers=1   # XLA on/off per norm
+    python -m alexnet_tf.bench --lrn_layer          # the LRN layer alone, per implementation
     python -m alexnet_tf.bench --quick              # smoke run, well under a minute
     python -m alexnet_tf.bench --data_dir=PATH --dataset=cifar10 --json=bench.json
     make bench BENCH_FLAGS="--json=bench.json"
@@ -86,6 +87,12 @@ flags.DEFINE_boolean(
     "for every norm on CPU (see README, Performance), and compiling it costs a minute.",
 )
 flags.DEFINE_integer("rounds", 5, "Rounds; each times every configuration once.")
+flags.DEFINE_boolean(
+    "lrn_layer",
+    False,
+    "Time only the LRN layers alone instead (forward + input gradient, at the input shapes AlexNet gives "
+    "them for --image_size, --batch_size and --towers), for every implementation, alternating over --rounds.",
+)
 flags.DEFINE_integer("steps", 1, "Training steps timed per configuration per round.")
 flags.DEFINE_integer("warmup_steps", 1, "Untimed training steps per model before the first round (the first traces it).")
 flags.DEFINE_integer("fit_steps", 3, "Steps of each end-to-end fit (the first is not timed; 0 skips it).")
@@ -427,6 +434,81 @@ def run(settings, log=print):
     }
 
 
+def lrn_layer_timings(settings, log=print):
+    """Milliseconds per forward + input gradient of each of AlexNet's LRN layers alone, per implementation."""
+    import tensorflow as tf
+
+    from alexnet_tf.layers import LRN_IMPLEMENTATIONS, LocalResponseNormalization
+    from alexnet_tf.model import build_alexnet
+
+    tf.get_logger().addFilter(_SkipRetracingWarning())
+    start = time.perf_counter()
+    batch_size, image_size = settings["batch_size"], settings["image_size"]
+    implementations = [name for name in LRN_IMPLEMENTATIONS if name != "auto"]
+    calls = {}  # (layer description, implementation) -> a function timing one call
+    for towers in settings["towers"]:
+        model = build_alexnet(num_classes=NUM_CLASSES, norm="lrn", towers=towers, input_shape=(image_size, image_size, 3))
+        for layer in model.layers:
+            if not isinstance(layer, LocalResponseNormalization):
+                continue
+            shape = (batch_size, *layer.input.shape[1:])
+            case = f"{layer.name} {'x'.join(map(str, shape[1:]))} groups={layer.groups}"
+            x = tf.random.stateless_uniform(shape, seed=[0, 1], maxval=10.0)
+            upstream = tf.random.stateless_normal(shape, seed=[0, 2])
+            for implementation in implementations:
+                lrn = LocalResponseNormalization.from_config({**layer.get_config(), "implementation": implementation})
+
+                @tf.function
+                def forward_and_gradient(x, upstream, lrn=lrn):
+                    with tf.GradientTape() as tape:
+                        tape.watch(x)
+                        y = lrn(x)
+                    return y, tape.gradient(y, x, upstream)
+
+                def one_call(fn=forward_and_gradient, x=x, upstream=upstream):
+                    y, dx = fn(x, upstream)
+                    dx[0, 0, 0, 0].numpy()  # waits for the device
+
+                one_call()  # traces (and compiles)
+                calls[(case, implementation)] = one_call
+    log(f"[{time.perf_counter() - start:5.0f} s] timing {len(calls)} LRN layer calls x {settings['rounds']} rounds", flush=True)
+    milliseconds = {key: [] for key in calls}
+    for round_index in range(settings["rounds"]):
+        for key in round_order(list(calls), round_index):
+            milliseconds[key].append(1000 * time_calls(calls[key], settings["steps"]))
+    layers = {}
+    for (case, implementation), values in milliseconds.items():
+        layers.setdefault(case, {})[implementation] = {"ms": median_and_spread(values)}
+    for case, figures in layers.items():
+        for implementation, figure in figures.items():
+            figure["ratio_to_tf_op"] = paired_ratio(figure["ms"]["rounds"], figures["tf_op"]["ms"]["rounds"])
+    return {
+        "settings": settings,
+        "lrn_layer_ms": layers,
+        "machine": machine_info(),
+        "load_average_1min": os.getloadavg()[0],
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def format_lrn_layer_table(results):
+    lines = [f"{'LRN layer: forward + input gradient':44s} {'impl':>7s} {'ms':>8s} {'spread':>13s} {'/ tf_op':>8s}"]
+    for case, figures in results["lrn_layer_ms"].items():
+        for implementation, figure in figures.items():
+            lines.append(
+                f"{case:44s} {implementation:>7s} {figure['ms']['median']:8.1f} {_spread(figure['ms'], 1):>13s} "
+                f"{figure['ratio_to_tf_op']['median']:8.2f}"
+            )
+    settings = results["settings"]
+    lines.append("")
+    lines.append(
+        f"batch {settings['batch_size']}, AlexNet at {settings['image_size']}x{settings['image_size']}, "
+        f"{settings['rounds']} rounds x {settings['steps']} calls; '/ tf_op' is the median of per-round ratios; "
+        f"{results['machine']['cpu_count']} cores, TensorFlow {results['machine']['tensorflow']}; {results['seconds']:.0f} s"
+    )
+    return lines
+
+
 # ---------------------------------------------------------------- output
 
 
@@ -528,9 +610,9 @@ def main(argv):
         print(f"error: {error}", file=sys.stderr)
         sys.exit(cli.EXIT_USAGE)
     with cli.one_line_errors(FLAGS.verbose):
-        results = run(settings)
+        results = lrn_layer_timings(settings) if FLAGS.lrn_layer else run(settings)
     print()
-    print("\n".join(format_table(results)))
+    print("\n".join(format_lrn_layer_table(results) if FLAGS.lrn_layer else format_table(results)))
     if FLAGS.json:
         with open(FLAGS.json, "w") as f:
             json.dump(results, f, indent=2)
