@@ -1,8 +1,9 @@
-"""The allowed values of the library's settings, in a module that imports nothing heavy.
+"""The allowed values of the library's settings, and the one check that enforces them.
 
-The entry points define and check their flags from these before importing
-TensorFlow, so a mistyped flag is refused at once rather than after seconds
-of start-up. The modules that implement each setting re-export its names.
+This module imports nothing heavy: the entry points define and check their
+flags from these before importing TensorFlow, so a mistyped flag is refused
+at once rather than after seconds of start-up. The modules that implement
+each setting re-export its names.
 """
 
 DATASETS = ("cifar10", "cifar10_sample", "imagenet2012", "synthetic")
@@ -17,3 +18,13 @@ INITS = ("paper", "paper_bias0.1", "he")
 MEAN_MODES = ("channel", "image")
 STRATEGIES = ("mirrored", "one_device", "multi_worker")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+# Short names for the precisions, as the benchmark's flags and tables use them.
+PRECISION_SHORT_NAMES = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
+LRN_IMPLEMENTATIONS = ("auto", "xla", "matmul", "tf_op")
+
+
+def check_choice(name, value, allowed, error=ValueError):
+    """Raises `error` with one line naming the allowed values unless `value` is one of them."""
+    if value not in allowed:
+        raise error(f"{name}={value!r} is not supported; choose one of {', '.join(map(repr, allowed))}.")
+    return value
