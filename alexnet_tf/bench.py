@@ -48,7 +48,6 @@ import gc
 import json
 import logging
 import os
-import platform
 import statistics
 import sys
 import time
@@ -58,26 +57,35 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app, flags  # noqa: E402
 
 from alexnet_tf import cli  # noqa: E402
+from alexnet_tf.choices import (  # noqa: E402
+    ALEXNET_MIN_IMAGE_SIZE,
+    DATASETS,
+    LRN_IMPLEMENTATIONS,
+    NORMS,
+    PRECISION_SHORT_NAMES,
+    TOWERS,
+    check_choice,
+)
 
-NORMS = ("lrn", "batchnorm", "none")
-PRECISIONS = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 MATMUL_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 NUM_CLASSES = 1000  # the paper's head, whatever data set feeds the end-to-end run
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("dataset", "cifar10_sample", "Dataset the pipeline reads (see alexnet_tf.data.DATASETS).")
+flags.DEFINE_string("dataset", "cifar10_sample", "Dataset the pipeline reads (see alexnet_tf.choices.DATASETS).")
 flags.DEFINE_string("data_dir", None, "Folder of the dataset's files (default: $ALEXNET_TF_DATA_DIR).")
 flags.DEFINE_integer("batch_size", 64, "Images per batch, for every model and the pipeline.")
-flags.DEFINE_integer("image_size", 224, "Crop size (at least 63).")
+flags.DEFINE_integer("image_size", 224, f"Crop size (at least {ALEXNET_MIN_IMAGE_SIZE}).")
 flags.DEFINE_list("norms", list(NORMS), "Normalisations to time.")
-flags.DEFINE_list("towers", ["1", "2"], "Tower counts to time.")
+flags.DEFINE_list("towers", [str(t) for t in TOWERS], "Tower counts to time.")
 flags.DEFINE_list(
-    "precisions", ["auto"], "Precisions to time: fp32, bf16, fp16; auto: fp32,bf16, and fp16 too when a GPU is visible."
+    "precisions",
+    ["auto"],
+    f"Precisions to time: {', '.join(PRECISION_SHORT_NAMES)}; auto: fp32,bf16, and fp16 too when a GPU is visible.",
 )
 flags.DEFINE_enum(
     "lrn_implementation",
     "auto",
-    ["auto", "xla", "matmul", "tf_op"],
+    list(LRN_IMPLEMENTATIONS),
     "LocalResponseNormalization implementation of the LRN nets (tf_op: the TensorFlow op, the 'before').",
 )
 flags.DEFINE_boolean(
@@ -165,7 +173,7 @@ def build_model(norm, towers, precision, xla, image_size, lrn_implementation="au
     from alexnet_tf.model import build_alexnet
 
     previous = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy(PRECISIONS[precision])
+    keras.mixed_precision.set_global_policy(PRECISION_SHORT_NAMES[precision])
     try:
         model = build_alexnet(
             num_classes=NUM_CLASSES, norm=norm, towers=towers, input_shape=(image_size, image_size, 3), seed=0
@@ -249,32 +257,6 @@ def resolve_precisions(precisions):
     return ["fp32", "bf16"] + (["fp16"] if tf.config.list_logical_devices("GPU") else [])
 
 
-def machine_info():
-    import keras
-    import numpy as np
-    import tensorflow as tf
-
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    return {
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "gpus": [d.name for d in tf.config.list_logical_devices("GPU")],
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
-        "numpy": np.__version__,
-        "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
-        "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
-        "TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS"),
-    }
-
-
 class _SkipRetracingWarning(logging.Filter):
     """Drops TensorFlow's "triggered tf.function retracing" warning: each model here has its own
     train function, traced once, which that warning miscounts as retracing."""
@@ -289,7 +271,7 @@ def run(settings, log=print):
 
     tf.get_logger().addFilter(_SkipRetracingWarning())
 
-    from alexnet_tf import data, flops, input_pipeline, preprocessing
+    from alexnet_tf import data, flops, input_pipeline, machine, preprocessing
 
     start = time.perf_counter()
     load_before = os.getloadavg()[0]
@@ -426,7 +408,7 @@ def run(settings, log=print):
         "input_pipeline_images_per_s": pipeline_figures,
         "end_to_end": end_to_end,
         "ratios": ratios,
-        "machine": machine_info(),
+        "machine": machine.describe(),
         # Other processes' load skews absolute figures far more than ratios: a load average
         # well above 0 at the start means the machine was not idle.
         "load_average_1min": {"start": load_before, "end": os.getloadavg()[0]},
@@ -438,7 +420,8 @@ def lrn_layer_timings(settings, log=print):
     """Milliseconds per forward + input gradient of each of AlexNet's LRN layers alone, per implementation."""
     import tensorflow as tf
 
-    from alexnet_tf.layers import LRN_IMPLEMENTATIONS, LocalResponseNormalization
+    from alexnet_tf import machine
+    from alexnet_tf.layers import LocalResponseNormalization
     from alexnet_tf.model import build_alexnet
 
     tf.get_logger().addFilter(_SkipRetracingWarning())
@@ -485,7 +468,7 @@ def lrn_layer_timings(settings, log=print):
     return {
         "settings": settings,
         "lrn_layer_ms": layers,
-        "machine": machine_info(),
+        "machine": machine.describe(),
         "load_average_1min": os.getloadavg()[0],
         "seconds": time.perf_counter() - start,
     }
@@ -566,7 +549,8 @@ def _settings_from_flags():
     try:
         settings["towers"] = [int(t) for t in FLAGS.towers]
     except ValueError:
-        raise app.UsageError(f"--towers must list 1 and/or 2, got {','.join(FLAGS.towers)}") from None
+        allowed = " and/or ".join(map(str, TOWERS))
+        raise app.UsageError(f"--towers must list {allowed}, got {','.join(FLAGS.towers)}") from None
     if FLAGS.quick:
         settings.update(QUICK_SETTINGS)
     return settings
@@ -574,10 +558,7 @@ def _settings_from_flags():
 
 def validate(settings):
     """Raises app.UsageError (one line) for settings the benchmark cannot run."""
-    from alexnet_tf.data import DATASETS
-
-    if settings["dataset"] not in DATASETS:
-        raise app.UsageError(f"--dataset must be one of {','.join(DATASETS)}, got {settings['dataset']}")
+    check_choice("--dataset", settings["dataset"], DATASETS, error=app.UsageError)
     for name in ("batch_size", "rounds", "steps", "matmul_size"):
         if settings[name] < 1:
             raise app.UsageError(f"--{name} must be a positive integer, got {settings[name]}")
@@ -586,11 +567,14 @@ def validate(settings):
             raise app.UsageError(f"--{name} must be >= 0, got {settings[name]}")
     if settings["fit_steps"] == 1:
         raise app.UsageError("--fit_steps must be 0 (skip) or >= 2: the first step of a fit is not timed")
-    if settings["image_size"] < 63:
-        raise app.UsageError(f"--image_size must be at least 63 (conv1's stride and three pools), got {settings['image_size']}")
+    if settings["image_size"] < ALEXNET_MIN_IMAGE_SIZE:
+        raise app.UsageError(
+            f"--image_size must be at least {ALEXNET_MIN_IMAGE_SIZE} (conv1's stride and three pools), "
+            f"got {settings['image_size']}"
+        )
     if settings["pipeline_seconds"] <= 0:
         raise app.UsageError(f"--pipeline_seconds must be > 0, got {settings['pipeline_seconds']}")
-    for name, allowed in (("norms", NORMS), ("precisions", tuple(PRECISIONS)), ("towers", (1, 2))):
+    for name, allowed in (("norms", NORMS), ("precisions", tuple(PRECISION_SHORT_NAMES)), ("towers", TOWERS)):
         values = settings[name]
         if name == "precisions" and values == ["auto"]:
             continue

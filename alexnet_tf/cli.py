@@ -66,10 +66,14 @@ def tf_error_summary(error):
     return type(error).__name__
 
 
+def first_line(error):
+    """An error's first line of text (its type's name when it has none), for one-line messages."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def _report(error, code, verbose, prefix="error", original=None):
     if verbose:
         raise original or error
-    text = str(error).strip()
-    message = text.splitlines()[0] if text else type(error).__name__
-    print(f"{prefix}: {message}", file=sys.stderr)
+    print(f"{prefix}: {first_line(error)}", file=sys.stderr)
     sys.exit(code)

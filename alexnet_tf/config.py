@@ -67,11 +67,6 @@ class TrainConfig:
         }
 
 
-# Flags that describe the run (everything in TrainConfig) are recorded in the
-# run's flagfile; these are not part of a run's identity.
-RUN_ONLY_FLAGS = ("run",)
-
-
 def define_flags(flag_values=flags.FLAGS):
     """Defines the training flags on `flag_values` (the global FLAGS by default)."""
     d = TrainConfig()
@@ -155,7 +150,7 @@ def config_from_flags(flag_values=flags.FLAGS):
     return TrainConfig(**values)
 
 
-def to_flagfile(config, run=None):
+def to_flagfile(config):
     """The text of an absl flagfile that reproduces `config`."""
     lines = []
     for field in dataclasses.fields(TrainConfig):
@@ -166,13 +161,12 @@ def to_flagfile(config, run=None):
             lines.append(f"--{field.name}" if value else f"--no{field.name}")
         else:
             lines.append(f"--{field.name}={value}")
-    if run is not None:
-        lines.append(f"--run={run}")
     return "\n".join(lines) + "\n"
 
 
 def config_from_flagfile(path):
-    """Reads a flagfile written by `to_flagfile` back into a `TrainConfig`."""
+    """Reads a flagfile written by `to_flagfile` back into a `TrainConfig` (a flag it lacks
+    takes its default)."""
     flag_values = flags.FlagValues()
     define_flags(flag_values)
     flag_values(["prog", f"--flagfile={path}"])

@@ -1,33 +1,42 @@
 """Data sources: each data set's raw splits as unbatched `tf.data.Dataset`s.
 
 Everything above this module (pre-processing, augmentation, batching,
-holding out validation data) sees one interface::
+holding out validation data) sees one interface, a `Source`::
 
-    info = dataset_info("cifar10", data_dir)           # classes, split sizes
-    ds = load_split("cifar10", "train", data_dir)      # (image uint8 [H, W, 3], label int64 [])
+    src = source("cifar10", data_dir)     # checks names, options and folders now
+    info = src.info()                     # classes, split sizes
+    ds = src.load("train")                # (image uint8 [H, W, 3], label int64 [])
+    src.test_split()                      # "test" (imagenet2012: "validation"), or None
 
-Splits come in file order, unshuffled and unaugmented, so that a run is
-reproducible from its flags and the pipeline decides all randomness.
+`source_for(config)` does the same for a `TrainConfig`, and
+`dataset_info(dataset, data_dir)` and `load_split(dataset, split, data_dir)`
+are shorthands for one call. Splits come in file order, unshuffled and
+unaugmented, so that a run is reproducible from its flags and the pipeline
+decides all randomness.
 
-Sources (``dataset`` names, see `DATASETS`):
+Sources (``dataset`` names, see `DATASETS`), chosen by `source`:
 
 - ``"cifar10"``: the official *binary* batches (``data_batch_1.bin`` …
   ``data_batch_5.bin``, ``test_batch.bin``, ``batches.meta.txt``, as in
-  ``cifar-10-binary.tar.gz``) in ``data_dir``, read with tf.data directly.
-  Without a ``data_dir`` (and with `DATA_DIR_ENV` unset), tensorflow-datasets'
-  ``cifar10``, which downloads on first use.
+  ``cifar-10-binary.tar.gz``) in ``data_dir``, read with tf.data directly
+  (`Cifar10BinarySource`). Without a ``data_dir`` (and with `DATA_DIR_ENV`
+  unset), tensorflow-datasets' ``cifar10``, which downloads on first use
+  (`TfdsSource`).
 - ``"cifar10_sample"``: 1000 training and 200 test records of real CIFAR-10
   shipped in ``alexnet_tf/sample_data/cifar10/`` (same binary layout), so
-  that everything runs on a fresh clone without network or data.
+  that everything runs on a fresh clone without network or data
+  (`Cifar10SampleSource`).
 - ``"imagenet2012"``: an image-folder tree ``data_dir/train/<class>/<image>``
-  and ``data_dir/validation/<class>/<image>``; otherwise tensorflow-datasets'
-  ``imagenet2012``, prepared from the manual-download tar files.
+  and ``data_dir/validation/<class>/<image>`` (`ImageFolderSource`);
+  otherwise tensorflow-datasets' ``imagenet2012``, prepared from the
+  manual-download tar files (`TfdsSource`).
 - ``"synthetic"``: random images and labels made on the fly, for throughput
-  benchmarks without data.
+  benchmarks without data (`SyntheticSource`).
 
 Every bad input that can be found without reading the data (unknown names,
-missing folders or files, truncated record files) raises `DataError` at call
-time, with one line saying what was found and what was expected.
+missing folders or files, truncated record files) raises `DataError` when
+the source is chosen or its `info`/`load` is called, with one line saying
+what was found and what was expected.
 """
 
 import dataclasses
@@ -44,11 +53,19 @@ __all__ = [
     "DATA_DIR_ENV",
     "DataError",
     "DatasetInfo",
+    "Source",
+    "Cifar10BinarySource",
+    "Cifar10SampleSource",
+    "ImageFolderSource",
+    "TfdsSource",
+    "SyntheticSource",
+    "source",
+    "source_for",
     "dataset_info",
     "load_split",
 ]
 
-from alexnet_tf.choices import DATA_DIR_ENV, DATASETS  # noqa: E402,F401  (re-exported)
+from alexnet_tf.choices import DATA_DIR_ENV, DATASETS, check_choice  # noqa: E402,F401  (re-exported)
 
 SPLITS = {
     "cifar10": ("train", "test"),
@@ -115,7 +132,7 @@ class DatasetInfo:
       split_sizes: records actually found per split, e.g.
         ``{"train": 50000, "test": 10000}``; a split whose files are absent
         is left out.
-      encoded: True when ``load_split(..., decode=False)`` yields encoded
+      encoded: True when ``load(..., decode=False)`` yields encoded
         (JPEG) bytes instead of decoded images.
     """
 
@@ -126,69 +143,25 @@ class DatasetInfo:
     encoded: bool
 
 
-def dataset_info(dataset, data_dir=None, **source_options):
-    """Returns the `DatasetInfo` of ``dataset`` as found in ``data_dir``.
-
-    Arguments are as for `load_split`. For a tensorflow-datasets source this
-    prepares the data set if needed (tfds downloads CIFAR-10 on first use).
-    """
-    _check_choice("dataset", dataset, DATASETS)
-    options = _check_options(dataset, source_options)
-    if dataset == "synthetic":
-        settings = _synthetic_settings(options)
-        return DatasetInfo(
-            name=dataset,
-            num_classes=settings["num_classes"],
-            class_names=tuple(f"class_{i}" for i in range(settings["num_classes"])),
-            split_sizes={split: settings["num_examples"][split] for split in SPLITS[dataset]},
-            encoded=False,
-        )
-    if dataset == "cifar10_sample":
-        folder = _scan_cifar10_folder(SAMPLE_CIFAR10_DIR, "the embedded sample")
-        return _cifar10_info(dataset, folder)
-    directory, origin = _resolve_data_dir(data_dir)
-    if dataset == "cifar10":
-        if directory is None:
-            return _tfds_info("cifar10", SPLITS[dataset], options, manual_dir=None, encoded=False)
-        return _cifar10_info(dataset, _scan_cifar10_folder(directory, origin))
-    # imagenet2012
-    if directory is not None and _is_image_folder(directory, origin):
-        class_names = _image_folder_classes(directory)
-        split_sizes = {}
-        for split, folder_name in IMAGENET_FOLDER_SPLITS.items():
-            if (directory / folder_name).is_dir():
-                paths, _ = _image_folder_files(directory, split, class_names)
-                split_sizes[split] = len(paths)
-        return DatasetInfo(dataset, len(class_names), class_names, split_sizes, encoded=True)
-    manual_dir = options.get("tfds_manual_dir") or (str(directory) if directory is not None else None)
-    return _tfds_info("imagenet2012", SPLITS[dataset], options, manual_dir=manual_dir, encoded=True)
+# ---------------------------------------------------------------------------
+# Choosing a source
 
 
-def load_split(dataset, split, data_dir=None, *, decode=True, **source_options):
-    """Returns one split of ``dataset`` as an unbatched, unshuffled `tf.data.Dataset`.
+def source(dataset, data_dir=None, **source_options):
+    """Returns the `Source` that reads ``dataset`` as found in ``data_dir``.
 
-    Elements are ``(image, label)``: ``image`` uint8 ``[H, W, 3]`` (RGB),
-    ``label`` int64 ``[]``, in file order. Cheap checks (names, folders,
-    file sizes) run now and raise `DataError`; the records are read when the
-    dataset is iterated.
+    Names, options and folders are checked now (`DataError`); a
+    tensorflow-datasets source is not prepared until its `Source.info` or
+    `Source.load` is called.
 
     Args:
       dataset: one of `DATASETS`.
-      split: "train" or "test" ("train" or "validation" for imagenet2012,
-        where "test" is accepted as an alias of "validation").
-      data_dir: folder of the data; None reads the `DATA_DIR_ENV`
+      data_dir: folder of the data; None (or "") reads the `DATA_DIR_ENV`
         environment variable, and if that is unset too, cifar10 and
         imagenet2012 come from tensorflow-datasets. Ignored by
         cifar10_sample and synthetic.
-      decode: False makes JPEG-backed sources (imagenet2012) yield the
-        encoded file bytes (tf.string ``[]``) instead of the image, so that
-        the pipeline can decode and crop in one step
-        (`tf.io.decode_and_crop_jpeg`). Image-folder files are passed on as
-        they are: check `tf.io.is_jpeg` before using a JPEG-only decoder
-        (ImageNet's training set holds one PNG named ``.JPEG``). No effect on
-        cifar10, cifar10_sample and synthetic.
       **source_options: per source (None values are ignored, so callers can
-        forward every flag to every source):
+        forward every flag to every source; see `SOURCE_OPTIONS`):
         cifar10 and imagenet2012 through tfds: ``tfds_data_dir`` (where
         tfds keeps prepared data), ``tfds_manual_dir`` (tfds's manual
         download folder; for imagenet2012 it defaults to ``data_dir``),
@@ -204,39 +177,113 @@ def load_split(dataset, split, data_dir=None, *, decode=True, **source_options):
         1281 for train and 128 for test), ``seed`` (default 0; same seed,
         same data).
     """
-    _check_choice("dataset", dataset, DATASETS)
-    split = _canonical_split(dataset, split)
+    check_choice("dataset", dataset, DATASETS, error=DataError)
     options = _check_options(dataset, source_options)
     if dataset == "synthetic":
-        return _synthetic_split(split, _synthetic_settings(options))
+        return SyntheticSource(**options)
     if dataset == "cifar10_sample":
-        folder = _scan_cifar10_folder(SAMPLE_CIFAR10_DIR, "the embedded sample")
-        return _read_cifar10_split(folder, split)
+        return Cifar10SampleSource()
     directory, origin = _resolve_data_dir(data_dir)
-    if dataset == "cifar10":
-        if directory is None:
-            return _tfds_split("cifar10", split, options, decode=True, manual_dir=None)
-        return _read_cifar10_split(_scan_cifar10_folder(directory, origin), split)
-    # imagenet2012
-    if directory is not None and _is_image_folder(directory, origin):
-        class_names = _image_folder_classes(directory)
-        paths, labels = _image_folder_files(directory, split, class_names)
-        return _read_image_files(
-            paths, labels, decode=decode, skip_bad_images=bool(options.get("skip_bad_images"))
-        )
-    manual_dir = options.get("tfds_manual_dir") or (str(directory) if directory is not None else None)
-    return _tfds_split("imagenet2012", split, options, decode=decode, manual_dir=manual_dir)
+    if dataset == "cifar10" and directory is not None:
+        return Cifar10BinarySource(directory, origin)
+    if dataset == "imagenet2012" and directory is not None and _is_image_folder(directory, origin):
+        return ImageFolderSource(directory, skip_bad_images=bool(options.get("skip_bad_images")))
+    # skip_bad_images is accepted for imagenet2012 whichever way it is read, and
+    # means nothing to tfds, which re-encodes the bad files when preparing.
+    tfds_options = {name: value for name, value in options.items() if name != "skip_bad_images"}
+    return TfdsSource(dataset, data_dir=directory, **tfds_options)
+
+
+def source_for(config):
+    """The `Source` a training run reads: ``config`` is a `TrainConfig` (dataset, data_dir, tfds_data_dir)."""
+    # `or None`: an empty --tfds_data_dir means unset, as an empty --data_dir does.
+    return source(config.dataset, config.data_dir, tfds_data_dir=config.tfds_data_dir or None)
+
+
+def dataset_info(dataset, data_dir=None, **source_options):
+    """``source(dataset, data_dir, **source_options).info()``: see `source` and `Source.info`."""
+    return source(dataset, data_dir, **source_options).info()
+
+
+def load_split(dataset, split, data_dir=None, *, decode=True, **source_options):
+    """``source(dataset, data_dir, **source_options).load(split, decode)``: see `source` and `Source.load`."""
+    return source(dataset, data_dir, **source_options).load(split, decode)
+
+
+class Source:
+    """One data set as found in one place: what `source` returns.
+
+    Attributes:
+      name: the dataset name, one of `DATASETS`.
+      data_dir: the folder read, as a str, when it came from the user
+        (``data_dir`` or `DATA_DIR_ENV`); None when the source reads no
+        user-given folder. A run records it in its flags, so that it is
+        reproducible whatever the environment.
+      reads_files: False for the sources that ignore ``data_dir``
+        (cifar10_sample, synthetic).
+
+    Subclasses implement `_info` and `_load`.
+    """
+
+    name = None
+    data_dir = None
+    reads_files = True
+    _cached_info = None
+
+    def info(self):
+        """The `DatasetInfo` of this source.
+
+        Computed on the first call and kept: for tfds it prepares the data,
+        for an image folder it lists every file.
+        """
+        if self._cached_info is None:
+            self._cached_info = self._info()
+        return self._cached_info
+
+    def load(self, split, decode=True):
+        """Returns one split as an unbatched, unshuffled `tf.data.Dataset`.
+
+        Elements are ``(image, label)``: ``image`` uint8 ``[H, W, 3]`` (RGB),
+        ``label`` int64 ``[]``, in file order. A bad split name, or a split
+        whose files are missing, raises `DataError` now; the records are read
+        when the dataset is iterated.
+
+        Args:
+          split: one of ``SPLITS[name]``: "train" or "test" ("train" or
+            "validation" for imagenet2012, where "test" is accepted as an
+            alias of "validation", see `SPLIT_ALIASES`).
+          decode: False makes JPEG-backed sources (imagenet2012) yield the
+            encoded file bytes (tf.string ``[]``) instead of the image, so
+            that the pipeline can decode and crop in one step
+            (`tf.io.decode_and_crop_jpeg`). Image-folder files are passed on
+            as they are: check `tf.io.is_jpeg` before using a JPEG-only
+            decoder (ImageNet's training set holds one PNG named ``.JPEG``).
+            No effect on cifar10, cifar10_sample and synthetic.
+        """
+        return self._load(_canonical_split(self.name, split), decode)
+
+    def test_split(self):
+        """The labelled held-out split to report a test error on, or None when it is absent here.
+
+        "test", except for imagenet2012, whose test labels were never
+        published: its "validation" split is the paper's test set.
+        """
+        split = _canonical_split(self.name, "test")
+        return split if split in self.info().split_sizes else None
+
+    def _info(self):
+        raise NotImplementedError
+
+    def _load(self, split, decode):
+        """``split`` is already one of ``SPLITS[self.name]``."""
+        raise NotImplementedError
+
+    def __repr__(self):
+        return f"{type(self).__name__}(name={self.name!r}, data_dir={self.data_dir!r})"
 
 
 # ---------------------------------------------------------------------------
 # Argument checks
-
-
-def _check_choice(name, value, allowed):
-    if value not in allowed:
-        raise DataError(
-            f"{name}={value!r} is not supported; choose one of {', '.join(map(repr, allowed))}."
-        )
 
 
 def _canonical_split(dataset, split):
@@ -300,6 +347,44 @@ def _check_folder(folder, what, origin):
 
 # ---------------------------------------------------------------------------
 # CIFAR-10 binary batches
+
+
+class Cifar10BinarySource(Source):
+    """CIFAR-10's binary batches in a folder, or in its ``cifar-10-batches-bin/``.
+
+    The folder is scanned here, once: that reads only file sizes and the
+    class names, and refuses a wrong folder before a run sets anything up.
+    """
+
+    name = "cifar10"
+
+    def __init__(self, path, origin="data_dir"):
+        self.data_dir = str(path)
+        self._folder = _scan_cifar10_folder(pathlib.Path(path), origin)
+
+    def _info(self):
+        return DatasetInfo(
+            name=self.name,
+            num_classes=len(self._folder.class_names),
+            class_names=self._folder.class_names,
+            split_sizes=dict(self._folder.split_sizes),
+            encoded=False,
+        )
+
+    def _load(self, split, decode):
+        return _read_cifar10_split(self._folder, split)
+
+
+class Cifar10SampleSource(Cifar10BinarySource):
+    """The CIFAR-10 records shipped in `SAMPLE_CIFAR10_DIR`; ignores ``data_dir``."""
+
+    name = "cifar10_sample"
+    reads_files = False
+
+    def __init__(self):
+        super().__init__(SAMPLE_CIFAR10_DIR, "the embedded sample")
+        # Part of the package, not a folder of the user's: a run has nothing to record.
+        self.data_dir = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -368,16 +453,6 @@ def _cifar10_class_names(path):
     return names
 
 
-def _cifar10_info(dataset, folder):
-    return DatasetInfo(
-        name=dataset,
-        num_classes=len(folder.class_names),
-        class_names=folder.class_names,
-        split_sizes=dict(folder.split_sizes),
-        encoded=False,
-    )
-
-
 def _read_cifar10_split(folder, split):
     if split not in folder.split_files:
         needed = "data_batch_*.bin" if split == "train" else CIFAR10_TEST_FILE
@@ -403,6 +478,41 @@ def _decode_cifar10_record(record):
 
 # ---------------------------------------------------------------------------
 # Image folders (ImageNet as train/<class>/<image>, validation/<class>/<image>)
+
+
+class ImageFolderSource(Source):
+    """ImageNet as an image-folder tree: ``train/<class>/<image>``, ``validation/<class>/<image>``.
+
+    ``path`` must hold train/ (`source` checks that before choosing this
+    source): its subfolders, in sorted order, are the classes of both splits.
+    """
+
+    name = "imagenet2012"
+
+    def __init__(self, path, *, skip_bad_images=False):
+        self.data_dir = str(path)
+        self.skip_bad_images = bool(skip_bad_images)
+        self._path = pathlib.Path(path)
+        self._class_names = _image_folder_classes(self._path)
+        self._split_files = {}
+
+    def _files(self, split):
+        # ImageNet's train/ holds 1.28 million files: list each split once, for info() and load() both.
+        if split not in self._split_files:
+            self._split_files[split] = _image_folder_files(self._path, split, self._class_names)
+        return self._split_files[split]
+
+    def _info(self):
+        split_sizes = {
+            split: len(self._files(split)[0])
+            for split, folder_name in IMAGENET_FOLDER_SPLITS.items()
+            if (self._path / folder_name).is_dir()
+        }
+        return DatasetInfo(self.name, len(self._class_names), self._class_names, split_sizes, encoded=True)
+
+    def _load(self, split, decode):
+        paths, labels = self._files(split)
+        return _read_image_files(paths, labels, decode=decode, skip_bad_images=self.skip_bad_images)
 
 
 def _is_image_folder(directory, origin):
@@ -578,120 +688,166 @@ def _read_image_files(paths, labels, *, decode, skip_bad_images):
 # tensorflow-datasets
 
 
-def _tfds_split(name, split, options, *, decode, manual_dir):
-    # Imported here: tensorflow_datasets takes seconds to import and local
-    # sources do not need it.
-    import tensorflow_datasets as tfds
+class TfdsSource(Source):
+    """cifar10 or imagenet2012 through tensorflow-datasets.
 
-    load_kwargs = {}
-    if manual_dir:
-        load_kwargs["download_and_prepare_kwargs"] = {
-            "download_config": tfds.download.DownloadConfig(manual_dir=manual_dir)
-        }
-    if not decode:
-        # tfds stores ImageNet as JPEG (it re-encodes the few PNG and CMYK files).
-        load_kwargs["decoders"] = {"image": tfds.decode.SkipDecoding()}
-    if name == "cifar10" and options.get("download", True):
-        _say_before_downloading(tfds, name, options)
-    try:
-        return tfds.load(
-            name,
-            split=split,
-            as_supervised=True,
-            shuffle_files=False,
-            data_dir=options.get("tfds_data_dir"),
-            download=options.get("download", True),
-            **load_kwargs,
-        )
-    except Exception as err:  # tfds raises many types (AssertionError, OSError, ImportError, ...)
-        raise DataError(_tfds_failure_message(name, options, manual_dir, err)) from err
+    tfds downloads and prepares cifar10 on first use. imagenet2012 it can
+    only prepare from the manual-download tar files (`IMAGENET_MANUAL_FILES`),
+    which it looks for in ``tfds_manual_dir``, else in ``data_dir``; a given
+    ``data_dir`` is kept as this source's `data_dir`, so that a run records
+    it. Nothing is imported or prepared before `info` or `load`:
+    tensorflow_datasets takes seconds to import.
+    """
 
+    def __init__(self, name, *, data_dir=None, tfds_data_dir=None, tfds_manual_dir=None, download=True):
+        check_choice("tensorflow-datasets dataset", name, ("cifar10", "imagenet2012"), error=DataError)
+        self.name = name
+        self.data_dir = str(data_dir) if data_dir is not None else None
+        self.tfds_data_dir = tfds_data_dir
+        self.download = download
+        # tfds downloads cifar10 itself: a manual folder means nothing to it.
+        self.manual_dir = (tfds_manual_dir or self.data_dir) if name == "imagenet2012" else None
+        # tfds stores ImageNet as JPEG (it re-encodes the few PNG and CMYK files), CIFAR-10 as PNG.
+        self._encoded = name == "imagenet2012"
 
-def _say_before_downloading(tfds, name, options):
-    """Offline, tfds retries a download for minutes before failing: say what is happening first."""
-    try:
-        prepared = tfds.builder(name, data_dir=options.get("tfds_data_dir")).is_prepared()
-    except Exception:  # the load below reports problems properly
-        return
-    if not prepared:
-        print(
-            f"Downloading and preparing {name} with tensorflow-datasets (needs the network; offline it "
-            f"fails after a few minutes of retries: point --data_dir or ${DATA_DIR_ENV} at a folder of "
-            f"CIFAR-10 binary batches instead).",
-            file=sys.stderr,
-            flush=True,
-        )
+    def _info(self):
+        import tensorflow_datasets as tfds
 
+        split_sizes = {}
+        for split in SPLITS[self.name]:
+            dataset = self._load(split, decode=True)
+            size = int(dataset.cardinality())
+            if size < 0:  # unknown to tf.data: count (tfds normally records it)
+                size = int(dataset.reduce(tf.constant(0, tf.int64), lambda n, _: n + 1))
+            split_sizes[split] = size
+        builder = tfds.builder(self.name, data_dir=self.tfds_data_dir)
+        class_names = tuple(builder.info.features["label"].names)
+        return DatasetInfo(self.name, len(class_names), class_names, split_sizes, encoded=self._encoded)
 
-def _tfds_failure_message(name, options, manual_dir, err):
-    cause = (str(err).strip().splitlines() or [""])[0][:300]
-    where = options.get("tfds_data_dir") or "its default data dir"
-    said = f"tensorflow-datasets could not load {name} from {where} ({type(err).__name__}: {cause})"
-    if name == "cifar10":
+    def _load(self, split, decode):
+        import tensorflow_datasets as tfds
+
+        load_kwargs = {}
+        if self.manual_dir:
+            load_kwargs["download_and_prepare_kwargs"] = {
+                "download_config": tfds.download.DownloadConfig(manual_dir=self.manual_dir)
+            }
+        if not decode and self._encoded:
+            load_kwargs["decoders"] = {"image": tfds.decode.SkipDecoding()}
+        if self.name == "cifar10" and self.download:
+            self._say_before_downloading(tfds)
+        try:
+            return tfds.load(
+                self.name,
+                split=split,
+                as_supervised=True,
+                shuffle_files=False,
+                data_dir=self.tfds_data_dir,
+                download=self.download,
+                **load_kwargs,
+            )
+        except Exception as err:  # tfds raises many types (AssertionError, OSError, ImportError, ...)
+            raise DataError(self._failure_message(err)) from err
+
+    def _say_before_downloading(self, tfds):
+        """Offline, tfds retries a download for minutes before failing: say what is happening first."""
+        try:
+            prepared = tfds.builder(self.name, data_dir=self.tfds_data_dir).is_prepared()
+        except Exception:  # the load reports problems properly
+            return
+        if not prepared:
+            print(
+                f"Downloading and preparing {self.name} with tensorflow-datasets (needs the network; offline "
+                f"it fails after a few minutes of retries: point --data_dir or ${DATA_DIR_ENV} at a folder of "
+                f"CIFAR-10 binary batches instead).",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    def _failure_message(self, err):
+        cause = (str(err).strip().splitlines() or [""])[0][:300]
+        where = self.tfds_data_dir or "its default data dir"
+        said = f"tensorflow-datasets could not load {self.name} from {where} ({type(err).__name__}: {cause})"
+        if self.name == "cifar10":
+            return (
+                f"{said}; without network access, point --data_dir or ${DATA_DIR_ENV} at a folder of "
+                f"CIFAR-10 binary batches (data_batch_1.bin … data_batch_5.bin, {CIFAR10_TEST_FILE})."
+            )
+        # imagenet2012: tfds cannot download it; it prepares from the manual tar files.
+        if self.manual_dir is None:
+            manual = "no manual dir was given (data_dir or tfds_manual_dir)"
+        else:
+            present = [f for f in IMAGENET_MANUAL_FILES if (pathlib.Path(self.manual_dir) / f).is_file()]
+            missing = [f for f in IMAGENET_MANUAL_FILES if f not in present]
+            manual = (
+                f"the manual dir {self.manual_dir} lacks {', '.join(missing)} "
+                f"(found {_describe_contents(self.manual_dir)})"
+                if missing
+                else f"the manual dir {self.manual_dir} has {', '.join(present)}"
+            )
         return (
-            f"{said}; without network access, point --data_dir or ${DATA_DIR_ENV} at a folder of "
-            f"CIFAR-10 binary batches (data_batch_1.bin … data_batch_5.bin, {CIFAR10_TEST_FILE})."
+            f"{said}; {manual}. Point --data_dir or ${DATA_DIR_ENV} at an image folder "
+            f"(train/<class>/<image>, validation/<class>/<image>) or at a folder holding "
+            f"{' and '.join(IMAGENET_MANUAL_FILES)}."
         )
-    # imagenet2012: tfds cannot download it; it prepares from the manual tar files.
-    if manual_dir is None:
-        manual = "no manual dir was given (data_dir or tfds_manual_dir)"
-    else:
-        present = [f for f in IMAGENET_MANUAL_FILES if (pathlib.Path(manual_dir) / f).is_file()]
-        missing = [f for f in IMAGENET_MANUAL_FILES if f not in present]
-        manual = (
-            f"the manual dir {manual_dir} lacks {', '.join(missing)} (found {_describe_contents(manual_dir)})"
-            if missing
-            else f"the manual dir {manual_dir} has {', '.join(present)}"
-        )
-    return (
-        f"{said}; {manual}. Point --data_dir or ${DATA_DIR_ENV} at an image folder "
-        f"(train/<class>/<image>, validation/<class>/<image>) or at a folder holding "
-        f"{' and '.join(IMAGENET_MANUAL_FILES)}."
-    )
-
-
-def _tfds_info(name, splits, options, *, manual_dir, encoded):
-    import tensorflow_datasets as tfds
-
-    split_sizes = {}
-    for split in splits:
-        dataset = _tfds_split(name, split, options, decode=True, manual_dir=manual_dir)
-        size = int(dataset.cardinality())
-        if size < 0:  # unknown to tf.data: count (tfds normally records it)
-            size = int(dataset.reduce(tf.constant(0, tf.int64), lambda n, _: n + 1))
-        split_sizes[split] = size
-    builder = tfds.builder(name, data_dir=options.get("tfds_data_dir"))
-    class_names = tuple(builder.info.features["label"].names)
-    return DatasetInfo(name, len(class_names), class_names, split_sizes, encoded=encoded)
 
 
 # ---------------------------------------------------------------------------
 # Synthetic data
 
 
-def _synthetic_settings(options):
-    settings = {key: options.get(key, default) for key, default in SYNTHETIC_DEFAULTS.items()}
-    for key in ("image_size", "num_classes"):
-        if not isinstance(settings[key], int) or settings[key] < 1:
-            raise DataError(f"synthetic {key}={settings[key]!r} must be a positive integer.")
-    num_examples = settings["num_examples"]
-    if isinstance(num_examples, int):
-        num_examples = {split: num_examples for split in SPLITS["synthetic"]}
-    if not all(isinstance(n, int) and n >= 1 for n in num_examples.values()):
-        raise DataError(f"synthetic num_examples={settings['num_examples']!r} must be a positive integer.")
-    settings["num_examples"] = num_examples
-    if not isinstance(settings["seed"], int):
-        raise DataError(f"synthetic seed={settings['seed']!r} must be an integer.")
-    return settings
+class SyntheticSource(Source):
+    """Random images and labels made on the fly; ignores ``data_dir``.
+
+    The same settings give the same data, whatever the pipeline's
+    parallelism or order (see `source` for the settings and their defaults).
+    """
+
+    name = "synthetic"
+    reads_files = False
+
+    def __init__(
+        self,
+        *,
+        image_size=SYNTHETIC_DEFAULTS["image_size"],
+        num_classes=SYNTHETIC_DEFAULTS["num_classes"],
+        num_examples=None,
+        seed=SYNTHETIC_DEFAULTS["seed"],
+    ):
+        for key, value in (("image_size", image_size), ("num_classes", num_classes)):
+            if not isinstance(value, int) or value < 1:
+                raise DataError(f"synthetic {key}={value!r} must be a positive integer.")
+        per_split = dict(SYNTHETIC_DEFAULTS["num_examples"]) if num_examples is None else num_examples
+        if isinstance(per_split, int):
+            per_split = {split: per_split for split in SPLITS["synthetic"]}
+        if not all(isinstance(n, int) and n >= 1 for n in per_split.values()):
+            raise DataError(f"synthetic num_examples={num_examples!r} must be a positive integer.")
+        if not isinstance(seed, int):
+            raise DataError(f"synthetic seed={seed!r} must be an integer.")
+        self.image_size = image_size
+        self.num_classes = num_classes
+        self.num_examples = per_split
+        self.seed = seed
+
+    def _info(self):
+        return DatasetInfo(
+            name=self.name,
+            num_classes=self.num_classes,
+            class_names=tuple(f"class_{i}" for i in range(self.num_classes)),
+            split_sizes={split: self.num_examples[split] for split in SPLITS[self.name]},
+            encoded=False,
+        )
+
+    def _load(self, split, decode):
+        return _synthetic_split(split, self.image_size, self.num_classes, self.num_examples[split], self.seed)
 
 
-def _synthetic_split(split, settings):
-    size = settings["image_size"]
+def _synthetic_split(split, size, num_classes, count, seed):
     num_pixels = size * size * 3
     num_words = -(-num_pixels // 4)  # random uint32 words, four pixel bytes each
     # Different splits get different streams; each example its own seed, so
     # the data is the same whatever the pipeline's parallelism or order.
-    split_seed = tf.constant([settings["seed"], SPLITS["synthetic"].index(split)], tf.int64)
+    split_seed = tf.constant([seed, SPLITS["synthetic"].index(split)], tf.int64)
 
     def make_example(index):
         image_seed, label_seed = tf.unstack(
@@ -704,9 +860,8 @@ def _synthetic_split(split, settings):
         )
         pixels = tf.reshape(tf.bitcast(words, tf.uint8), [-1])[:num_pixels]
         label = tf.random.stateless_uniform(
-            [], seed=label_seed, minval=0, maxval=settings["num_classes"], dtype=tf.int64
+            [], seed=label_seed, minval=0, maxval=num_classes, dtype=tf.int64
         )
         return tf.reshape(pixels, [size, size, 3]), label
 
-    count = settings["num_examples"][split]
     return tf.data.Dataset.range(count).map(make_example, num_parallel_calls=tf.data.AUTOTUNE)

@@ -10,12 +10,11 @@ size given to the input pipeline is the global batch; Keras splits it
 across the replicas.
 """
 
-import json
 import os
 
 import tensorflow as tf
 
-from alexnet_tf.choices import STRATEGIES  # noqa: E402,F401  (re-exported)
+from alexnet_tf.choices import STRATEGIES, check_choice
 
 
 def make_strategy(name="mirrored", devices=None, cpu_replicas=1):
@@ -27,8 +26,7 @@ def make_strategy(name="mirrored", devices=None, cpu_replicas=1):
     a way to try data parallelism without GPUs. It must be called before
     TensorFlow has initialised its devices, or with that many already there.
     """
-    if name not in STRATEGIES:
-        raise ValueError(f"strategy={name!r} is not supported; choose one of {', '.join(map(repr, STRATEGIES))}.")
+    check_choice("strategy", name, STRATEGIES)
     if name == "mirrored":
         if devices is None and not tf.config.list_physical_devices("GPU"):
             devices = _cpu_devices(cpu_replicas)
@@ -82,7 +80,7 @@ def prepare_model_for(strategy_name, model):
     """
     if strategy_name != "multi_worker":
         return model
-    from keras.src import tree
+    from keras import tree
 
     def symbolic_build_from_local_batch(iterator=None, data_batch=None):
         if iterator is not None:
@@ -109,22 +107,27 @@ def prepare_model_for(strategy_name, model):
     return model
 
 
+def _cluster():
+    """This process's place in the cluster, from TF_CONFIG (TensorFlow's own parser)."""
+    return tf.distribute.cluster_resolver.TFConfigClusterResolver()
+
+
 def is_chief():
-    """Whether this process writes the run's files (worker 0, or a single process)."""
-    config = json.loads(os.environ.get("TF_CONFIG", "{}"))
-    task = config.get("task", {})
-    if not task or not config.get("cluster"):
+    """Whether this process writes the run's files (the chief, worker 0 of a cluster without
+    one, or a single process)."""
+    resolver = _cluster()
+    jobs = resolver.cluster_spec().jobs
+    if not jobs or resolver.task_type is None:
         return True
-    return task.get("type") == "chief" or (
-        task.get("type") == "worker" and task.get("index", 0) == 0 and "chief" not in config["cluster"]
+    return resolver.task_type == "chief" or (
+        resolver.task_type == "worker" and (resolver.task_id or 0) == 0 and "chief" not in jobs
     )
 
 
 def worker_index():
-    return json.loads(os.environ.get("TF_CONFIG", "{}")).get("task", {}).get("index", 0)
+    return _cluster().task_id or 0
 
 
 def num_workers():
-    config = json.loads(os.environ.get("TF_CONFIG", "{}"))
-    cluster = config.get("cluster", {})
-    return max(1, len(cluster.get("worker", [])) + len(cluster.get("chief", [])))
+    spec = _cluster().cluster_spec()
+    return max(1, sum(spec.num_tasks(job) for job in ("worker", "chief") if job in spec.jobs))

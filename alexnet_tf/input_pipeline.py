@@ -19,7 +19,7 @@ import tensorflow as tf
 from alexnet_tf import preprocessing
 
 AUTOTUNE = tf.data.AUTOTUNE
-from alexnet_tf.choices import MEAN_MODES  # noqa: E402,F401  (re-exported)
+from alexnet_tf.choices import MEAN_MODES, check_choice  # noqa: E402  (MEAN_MODES re-exported)
 
 
 def split_holdout(dataset, num_examples, validation_fraction):
@@ -83,8 +83,7 @@ def _seeds(seed):
 
 
 def _check_mean_mode(mean, stats):
-    if mean not in MEAN_MODES:
-        raise ValueError(f"mean={mean!r} is not supported; choose one of {', '.join(map(repr, MEAN_MODES))}.")
+    check_choice("mean", mean, MEAN_MODES)
     if mean == "image" and stats.mean_image is None:
         raise ValueError("mean='image' needs statistics with a mean image; these have only the RGB mean.")
 

@@ -13,7 +13,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-LRN_IMPLEMENTATIONS = ("auto", "xla", "matmul", "tf_op")
+from alexnet_tf.choices import LRN_IMPLEMENTATIONS, check_choice  # noqa: F401  (LRN_IMPLEMENTATIONS re-exported)
 
 
 def _inverse_power(scale, beta):
@@ -228,11 +228,7 @@ class LocalResponseNormalization(keras.layers.Layer):
             )
         if groups < 1:
             raise ValueError(f"LocalResponseNormalization groups must be >= 1, got {groups}.")
-        if implementation not in LRN_IMPLEMENTATIONS:
-            raise ValueError(
-                f"LocalResponseNormalization implementation={implementation!r} is not supported; "
-                f"choose one of {', '.join(map(repr, LRN_IMPLEMENTATIONS))}."
-            )
+        check_choice("LocalResponseNormalization implementation", implementation, LRN_IMPLEMENTATIONS)
         if k <= 0:
             # The fast forms take rsqrt/log of k + (alpha/size) * sum: k > 0 keeps that positive.
             raise ValueError(f"LocalResponseNormalization k must be > 0, got {k}.")

@@ -24,9 +24,9 @@ one tower, 60,965,224 with two.
 
 import keras
 
+from alexnet_tf.choices import ACTIVATIONS, ALEXNET_MIN_IMAGE_SIZE, INITS, MODELS, NORMS, TOWERS  # noqa: F401  (re-exported)
+from alexnet_tf.choices import check_choice
 from alexnet_tf.layers import GroupedConv2D, LocalResponseNormalization
-
-from alexnet_tf.choices import ACTIVATIONS, ALEXNET_MIN_IMAGE_SIZE, INITS, MODELS, NORMS, TOWERS  # noqa: E402,F401  (re-exported)
 
 # The paper's initialisation: weights N(0, 0.01); biases 1 in these layers
 # ("accelerates the early stages of learning by providing the ReLUs with
@@ -40,11 +40,21 @@ BIAS_ONE_LAYERS = frozenset({"conv2", "conv4", "conv5", "fc6", "fc7"})
 SMALL_POSITIVE_BIAS = 0.1
 
 
-def _check_choice(name, value, allowed):
-    if value not in allowed:
-        raise ValueError(
-            f"{name}={value!r} is not supported; choose one of {', '.join(map(repr, allowed))}."
-        )
+def build_for(config, num_classes):
+    """The untrained net a `TrainConfig` describes: AlexNet, or Figure 1's four-layer net."""
+    input_shape = (config.image_size, config.image_size, 3)
+    if config.model == "four_layer":
+        return build_four_layer_net(num_classes, config.activation, input_shape=input_shape, seed=config.seed)
+    return build_alexnet(
+        num_classes=num_classes,
+        norm=config.norm,
+        towers=config.towers,
+        activation=config.activation,
+        dropout=config.dropout,
+        input_shape=input_shape,
+        init=config.init,
+        seed=config.seed,
+    )
 
 
 def _initializers(layer_name, init, seed):
@@ -90,10 +100,10 @@ def build_alexnet(
       seed: optional int; makes the weight initialisation reproducible.
       name: model name; defaults to e.g. "alexnet_lrn" or "alexnet_lrn_2towers".
     """
-    _check_choice("norm", norm, NORMS)
-    _check_choice("towers", towers, TOWERS)
-    _check_choice("activation", activation, ACTIVATIONS)
-    _check_choice("init", init, INITS)
+    check_choice("norm", norm, NORMS)
+    check_choice("towers", towers, TOWERS)
+    check_choice("activation", activation, ACTIVATIONS)
+    check_choice("init", init, INITS)
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"dropout={dropout!r} must be in [0, 1).")
     if num_classes < 1:
@@ -178,7 +188,7 @@ def build_four_layer_net(num_classes=10, activation="relu", input_shape=(32, 32,
     behaves differently under ReLU and tanh keeps the comparison to the
     nonlinearity alone.
     """
-    _check_choice("activation", activation, ACTIVATIONS)
+    check_choice("activation", activation, ACTIVATIONS)
     if num_classes < 1:
         raise ValueError(f"num_classes={num_classes!r} must be a positive integer.")
     seeds = iter(range(seed, seed + 10)) if seed is not None else None

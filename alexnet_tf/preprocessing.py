@@ -16,8 +16,6 @@ output for the same inputs, eagerly and inside `tf.data`.
 """
 
 import dataclasses
-import json
-import pathlib
 
 import numpy as np
 import tensorflow as tf
@@ -64,12 +62,6 @@ def random_crop(image, size, seed):
 def random_flip(image, seed):
     """Mirrors one [H, W, C] image left-right with probability 1/2."""
     return tf.image.stateless_random_flip_left_right(image, seed=seed)
-
-
-def random_flip_batch(images, seed):
-    """Mirrors each image of [B, H, W, C] left-right with probability 1/2, independently."""
-    flip = tf.random.stateless_uniform([tf.shape(images)[0]], seed=seed) < 0.5
-    return tf.where(flip[:, None, None, None], tf.reverse(images, axis=[2]), images)
 
 
 def pca_lighting(images, eigenvalues, eigenvectors, alpha_std, seed):
@@ -133,36 +125,6 @@ class DatasetStats:
     eigenvectors: np.ndarray
     num_images: int
     mean_image: np.ndarray | None = None
-
-    def save(self, directory):
-        """Writes stats.json (and mean_image.npy) into `directory`."""
-        directory = pathlib.Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        record = {
-            "mean_rgb": self.mean_rgb.tolist(),
-            "eigenvalues": self.eigenvalues.tolist(),
-            "eigenvectors": self.eigenvectors.tolist(),
-            "num_images": self.num_images,
-            "mean_image": "mean_image.npy" if self.mean_image is not None else None,
-        }
-        if self.mean_image is not None:
-            np.save(directory / "mean_image.npy", self.mean_image.astype(np.float32))
-        tmp = directory / "stats.json.tmp"
-        tmp.write_text(json.dumps(record, indent=2) + "\n")
-        tmp.replace(directory / "stats.json")
-
-    @classmethod
-    def load(cls, directory):
-        directory = pathlib.Path(directory)
-        record = json.loads((directory / "stats.json").read_text())
-        mean_image = record.get("mean_image")
-        return cls(
-            mean_rgb=np.asarray(record["mean_rgb"], np.float32),
-            eigenvalues=np.asarray(record["eigenvalues"], np.float32),
-            eigenvectors=np.asarray(record["eigenvectors"], np.float32),
-            num_images=int(record["num_images"]),
-            mean_image=np.load(directory / mean_image) if mean_image else None,
-        )
 
     def summary(self):
         mean = ", ".join(f"{v:.1f}" for v in self.mean_rgb)

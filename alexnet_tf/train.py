@@ -6,7 +6,7 @@
     python -m alexnet_tf.train --helpfull                        # every flag
 
 Defaults are the paper's recipe (alexnet_tf.config). Running the same
-command again continues an interrupted run (alexnet_tf.runs).
+command again continues an interrupted run (alexnet_tf.run).
 """
 
 import os

@@ -15,6 +15,7 @@ import pytest
 import tensorflow as tf
 
 from alexnet_tf import callbacks, data
+from alexnet_tf.run import Run
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 USAGE, DATA = 2, 1
@@ -212,9 +213,10 @@ def test_a_non_finite_loss_stops_the_run_with_a_clear_message(tmp_path):
 
 
 def test_non_finite_loss_message_names_the_state_that_is_kept(tmp_path):
-    (tmp_path / "epoch-0003").mkdir()
-    (tmp_path / "epoch-0003" / "meta.json").write_text('{"epoch": 3}')
-    stopper = callbacks.StopOnNonFiniteLoss(tmp_path)
+    run = Run(tmp_path)
+    (run.resume_dir / "epoch-0003").mkdir(parents=True)
+    (run.resume_dir / "epoch-0003" / "meta.json").write_text('{"epoch": 3}')
+    stopper = callbacks.StopOnNonFiniteLoss(run)
     stopper.on_epoch_begin(3)
     stopper.on_train_batch_end(0, {"loss": 2.3})  # finite: nothing happens
     with pytest.raises(FloatingPointError, match=r"at epoch 4, step 6; .*last good state \(epoch 3\)"):

@@ -15,6 +15,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from alexnet_tf import data
+from alexnet_tf.config import TrainConfig
 from alexnet_tf.data import DataError
 
 RECORD_BYTES = 3073
@@ -584,3 +585,92 @@ def test_synthetic_examples_vary_and_are_reproducible():
 def test_synthetic_rejects_bad_options(option, value):
     with pytest.raises(DataError, match=rf"synthetic {option}={value!r} must be"):
         data.load_split("synthetic", "train", **{option: value})
+
+
+# ---------------------------------------------------------------------------
+# Source objects and the chooser
+
+
+def test_source_for_records_the_data_dir_the_environment_chose(shared_cifar10_dir, monkeypatch):
+    monkeypatch.setenv(data.DATA_DIR_ENV, str(shared_cifar10_dir))
+    src = data.source_for(TrainConfig(dataset="cifar10"))
+    assert type(src) is data.Cifar10BinarySource
+    assert src.name == "cifar10" and src.reads_files
+    assert src.data_dir == str(shared_cifar10_dir)
+    assert src.info() == data.dataset_info("cifar10", shared_cifar10_dir)
+    assert src.test_split() is None  # the shared subset has no test_batch.bin
+    assert int(src.load("train").cardinality()) == 5085
+
+
+def test_source_for_prefers_the_data_dir_flag_to_the_environment(tmp_path, monkeypatch):
+    write_cifar10_folder(tmp_path / "flag", train_counts=(2,), test_count=1)
+    monkeypatch.setenv(data.DATA_DIR_ENV, str(tmp_path / "nowhere"))
+    src = data.source_for(TrainConfig(dataset="cifar10", data_dir=str(tmp_path / "flag")))
+    assert src.data_dir == str(tmp_path / "flag")
+    assert src.info().split_sizes == {"train": 2, "test": 1}
+    assert src.test_split() == "test"
+
+
+def test_source_for_without_any_data_dir_reads_cifar10_through_tfds(tmp_path):
+    src = data.source_for(TrainConfig(dataset="cifar10", tfds_data_dir=str(tmp_path)))
+    assert type(src) is data.TfdsSource and src.name == "cifar10"
+    assert src.data_dir is None and src.reads_files
+    with tfds.testing.mock_data(num_examples=3):
+        assert src.info().split_sizes == {"train": 3, "test": 3}
+        assert src.test_split() == "test"
+
+
+def test_source_for_passes_the_tfds_data_dir_only_to_sources_that_take_it(tmp_path):
+    with pytest.raises(DataError, match=r"tfds_data_dir do not apply to dataset 'cifar10_sample'"):
+        data.source_for(TrainConfig(dataset="cifar10_sample", tfds_data_dir=str(tmp_path)))
+
+
+def test_source_for_an_image_folder_from_the_environment(image_folder, monkeypatch):
+    monkeypatch.setenv(data.DATA_DIR_ENV, str(image_folder))
+    src = data.source_for(TrainConfig(dataset="imagenet2012"))
+    assert type(src) is data.ImageFolderSource
+    assert src.data_dir == str(image_folder) and src.reads_files
+    assert src.info().split_sizes == {"train": 6, "validation": 2}
+
+
+@pytest.mark.parametrize(
+    "dataset, kind, test_split",
+    [("cifar10_sample", data.Cifar10SampleSource, "test"), ("synthetic", data.SyntheticSource, "test")],
+)
+def test_sources_without_files_ignore_data_dir_and_record_none(dataset, kind, test_split, tmp_path, monkeypatch):
+    monkeypatch.setenv(data.DATA_DIR_ENV, str(tmp_path / "nowhere"))
+    src = data.source_for(TrainConfig(dataset=dataset, data_dir=str(tmp_path / "nowhere")))
+    assert type(src) is kind and src.name == dataset
+    assert not src.reads_files and src.data_dir is None
+    assert src.test_split() == test_split
+
+
+def test_image_folder_test_split_is_validation(image_folder):
+    src = data.source("imagenet2012", image_folder)
+    assert src.test_split() == "validation"
+    # The alias reaches the same split.
+    assert as_lists(src.load("test"))[1] == as_lists(src.load("validation"))[1] == [0, 1]
+
+
+def test_image_folder_without_validation_has_no_test_split(image_folder):
+    for path in sorted((image_folder / "validation").rglob("*"), reverse=True):
+        path.unlink() if path.is_file() else path.rmdir()
+    (image_folder / "validation").rmdir()
+    src = data.source("imagenet2012", image_folder)
+    assert src.test_split() is None
+    assert src.info().split_sizes == {"train": 6}
+
+
+def test_source_checks_names_and_folders_when_chosen(tmp_path):
+    with pytest.raises(DataError, match="dataset='mnist' is not supported"):
+        data.source("mnist")
+    with pytest.raises(DataError, match=r"CIFAR-10 folder .*nowhere \(from data_dir\) does not exist"):
+        data.source("cifar10", tmp_path / "nowhere")
+    with pytest.raises(DataError, match="ImageNet folder .* does not exist"):
+        data.source("imagenet2012", tmp_path / "nowhere")
+
+
+def test_source_info_is_computed_once(tmp_path):
+    write_cifar10_folder(tmp_path, train_counts=(2,), test_count=1)
+    src = data.source("cifar10", tmp_path)
+    assert src.info() is src.info()

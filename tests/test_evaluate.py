@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from alexnet_tf import cli, data, evaluate, runs, training
+from alexnet_tf import cli, data, evaluation, run as run_lib
 from alexnet_tf import config as config_lib
+from alexnet_tf import model as model_lib
 from alexnet_tf import preprocessing as pp
+from alexnet_tf.run import Run
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 SAMPLE_TEST_BATCH = data.SAMPLE_CIFAR10_DIR / data.CIFAR10_TEST_FILE
@@ -34,21 +36,21 @@ def write_cifar10_folder(folder, records):
 def copy_run(run_dir, destination, checkpoints=True):
     """The run's flags and statistics (and checkpoints) in a new run directory."""
     destination.mkdir(parents=True)
-    shutil.copy(run_dir / runs.FLAGS_FILE, destination)
+    shutil.copy(run_dir / run_lib.FLAGS_FILE, destination)
     shutil.copytree(run_dir / "stats", destination / "stats")
     (destination / "checkpoints").mkdir()
     if checkpoints:
-        for name in (training.BEST_WEIGHTS, training.LATEST_WEIGHTS):
+        for name in (run_lib.BEST_WEIGHTS, run_lib.LATEST_WEIGHTS):
             shutil.copy(run_dir / "checkpoints" / name, destination / "checkpoints")
     return destination
 
 
 def test_centre_crop_evaluation_matches_the_runs_own_test_error(run_dir):
-    result = evaluate.evaluate_checkpoint(run_dir, batch_size=32)
-    recorded = runs.read_results(run_dir)
+    result = evaluation.evaluate_checkpoint(run_dir, batch_size=32)
+    recorded = Run(run_dir).read_results()
 
-    assert tuple(result) == evaluate.RESULT_KEYS
-    assert result["checkpoint"] == str((run_dir / "checkpoints" / training.BEST_WEIGHTS).resolve())
+    assert tuple(result) == evaluation.RESULT_KEYS
+    assert result["checkpoint"] == str((run_dir / "checkpoints" / run_lib.BEST_WEIGHTS).resolve())
     assert (result["dataset"], result["split"]) == ("cifar10_sample", "test")
     assert (result["examples"], result["crops"]) == (200, 1)
     assert result["top1_error"] == pytest.approx(recorded["test_top1_error"], abs=1e-6)
@@ -62,12 +64,12 @@ def test_ten_crop_averages_the_softmax_over_the_ten_views(run_dir, tmp_path):
     # Weights whose views disagree (the one-epoch run predicts nearly one class everywhere), and labels
     # placed at chosen ranks of the ten-crop average, so the expected errors are known exactly.
     run = copy_run(run_dir, tmp_path / "run", checkpoints=False)
-    config = config_lib.config_from_flagfile(run / runs.FLAGS_FILE)
-    model = training.build_model_for(dataclasses.replace(config, init="he", seed=3), 10)
-    model.save_weights(run / "checkpoints" / training.BEST_WEIGHTS)
+    config = config_lib.config_from_flagfile(run / run_lib.FLAGS_FILE)
+    model = model_lib.build_for(dataclasses.replace(config, init="he", seed=3), 10)
+    model.save_weights(run / "checkpoints" / run_lib.BEST_WEIGHTS)
 
     images, records = sample_records(20)
-    stats = pp.DatasetStats.load(run / "stats")
+    stats = Run(run).load_stats()
     prepared = pp.subtract_mean(pp.resize_and_center_crop(images, pp.resize_size_for(64)), stats.mean_rgb)
     views = tf.stack([pp.ten_crop(image, 64) for image in prepared])  # [20, 10, 64, 64, 3]
     probabilities = tf.nn.softmax(model(tf.reshape(views, [-1, 64, 64, 3]), training=False)).numpy()
@@ -78,8 +80,8 @@ def test_ten_crop_averages_the_softmax_over_the_ten_views(run_dir, tmp_path):
     records[:, 0] = labels
     folder = write_cifar10_folder(tmp_path / "cifar10", records)
 
-    ten = evaluate.evaluate_checkpoint(run, data_dir=str(folder), ten_crop=True, batch_size=8)
-    centre = evaluate.evaluate_checkpoint(run, data_dir=str(folder), batch_size=8)
+    ten = evaluation.evaluate_checkpoint(run, data_dir=str(folder), ten_crop=True, batch_size=8)
+    centre = evaluation.evaluate_checkpoint(run, data_dir=str(folder), batch_size=8)
 
     assert (ten["dataset"], ten["examples"], ten["crops"]) == ("cifar10", 20, 10)
     assert (ten["top1_error"], ten["top5_error"]) == pytest.approx((0.25, 0.25), abs=1e-6)
@@ -96,7 +98,7 @@ def test_ten_crop_averages_the_softmax_over_the_ten_views(run_dir, tmp_path):
 def one_line_error(capsys, **kwargs):
     """(exit status, stderr) of evaluate_checkpoint's failure as the command reports it."""
     with pytest.raises(SystemExit) as exit_info, cli.one_line_errors():
-        evaluate.evaluate_checkpoint(**kwargs)
+        evaluation.evaluate_checkpoint(**kwargs)
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1, err
     return exit_info.value.code, err
@@ -106,15 +108,15 @@ def test_bad_checkpoint_paths_are_one_line_errors(run_dir, tmp_path, capsys):
     code, err = one_line_error(capsys, checkpoint=tmp_path / "nowhere")
     assert code == cli.EXIT_DATA and "does not exist" in err
 
-    code, err = one_line_error(capsys, checkpoint=run_dir / runs.FLAGS_FILE)
+    code, err = one_line_error(capsys, checkpoint=run_dir / run_lib.FLAGS_FILE)
     assert code == cli.EXIT_USAGE and "is not a checkpoint" in err
 
     code, err = one_line_error(capsys, checkpoint=tmp_path)
     assert code == cli.EXIT_USAGE and "not a run directory (it has no flags.txt)" in err
 
-    loose = tmp_path / "loose" / training.BEST_WEIGHTS
+    loose = tmp_path / "loose" / run_lib.BEST_WEIGHTS
     loose.parent.mkdir()
-    shutil.copy(run_dir / "checkpoints" / training.BEST_WEIGHTS, loose)
+    shutil.copy(run_dir / "checkpoints" / run_lib.BEST_WEIGHTS, loose)
     code, err = one_line_error(capsys, checkpoint=loose)
     assert code == cli.EXIT_USAGE and "is not inside a run directory" in err
 
@@ -123,7 +125,7 @@ def test_bad_checkpoint_paths_are_one_line_errors(run_dir, tmp_path, capsys):
     assert code == cli.EXIT_DATA and "has no checkpoints/best.weights.h5" in err
 
     corrupt = copy_run(run_dir, tmp_path / "corrupt")
-    (corrupt / "checkpoints" / training.BEST_WEIGHTS).write_bytes(b"not hdf5")
+    (corrupt / "checkpoints" / run_lib.BEST_WEIGHTS).write_bytes(b"not hdf5")
     code, err = one_line_error(capsys, checkpoint=corrupt)
     assert code == cli.EXIT_DATA and "not a readable Keras weights file" in err
 
@@ -150,14 +152,14 @@ def evaluate_command(*args):
 def test_command_prints_a_summary_and_a_json_last_line(run_dir, tmp_path):
     _, records = sample_records(20)
     folder = write_cifar10_folder(tmp_path / "cifar10", records)
-    latest = run_dir / "checkpoints" / training.LATEST_WEIGHTS
+    latest = run_dir / "checkpoints" / run_lib.LATEST_WEIGHTS
 
     done = evaluate_command(f"--checkpoint={latest}", f"--data_dir={folder}", "--ten_crop", "--batch_size=8")
 
     assert done.returncode == 0, done.stderr
     lines = done.stdout.strip().splitlines()
     result = json.loads(lines[-1])
-    assert sorted(result) == sorted(evaluate.RESULT_KEYS)
+    assert sorted(result) == sorted(evaluation.RESULT_KEYS)
     assert (result["dataset"], result["split"], result["examples"], result["crops"]) == ("cifar10", "test", 20, 10)
     assert result["checkpoint"] == str(latest.resolve())
     assert 0.0 <= result["top5_error"] <= result["top1_error"] <= 1.0

@@ -7,21 +7,22 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from alexnet_tf import cli, data, evaluate, input_pipeline, predict, runs, training
+from alexnet_tf import cli, data, input_pipeline, serving
+from alexnet_tf import run as run_lib
+from alexnet_tf.run import Run
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def predictor(run_dir):
-    return predict.load_predictor(run_dir)
+    return serving.load_predictor(run_dir)
 
 
 @pytest.fixture(scope="module")
 def ten_crop_predictor(run_dir, predictor):
-    run = evaluate.find_run(run_dir)
-    return predict.Predictor(
-        predictor.model, run.stats(), image_size=64, mean="channel", class_names=predictor.class_names, ten_crop=True
+    return serving.Predictor(
+        predictor.model, Run(run_dir).load_stats(), image_size=64, mean="channel", class_names=predictor.class_names, ten_crop=True
     )
 
 
@@ -45,9 +46,8 @@ def write_images(folder, images, extension):
 def eval_views(run_dir, images, ten_crop, mean="channel"):
     """The views evaluation makes of `images` (alexnet_tf.input_pipeline.eval_dataset)."""
     source = tf.data.Dataset.from_tensor_slices((images, np.zeros(len(images), np.int64)))
-    run = evaluate.find_run(run_dir)
     batches = input_pipeline.eval_dataset(
-        source, batch_size=len(images), stats=run.stats(), image_size=64, ten_crop=ten_crop, mean=mean
+        source, batch_size=len(images), stats=Run(run_dir).load_stats(), image_size=64, ten_crop=ten_crop, mean=mean
     )
     return next(iter(batches))[0].numpy()
 
@@ -56,8 +56,8 @@ def eval_views(run_dir, images, ten_crop, mean="channel"):
 @pytest.mark.parametrize("ten_crop", [False, True])
 def test_preprocessing_is_evaluations(run_dir, predictor, test_images, ten_crop, mean):
     images, _ = test_images
-    stats = evaluate.find_run(run_dir).stats()
-    chosen = predict.Predictor(
+    stats = Run(run_dir).load_stats()
+    chosen = serving.Predictor(
         predictor.model, stats, image_size=64, mean=mean, class_names=predictor.class_names, ten_crop=ten_crop
     )
     views = np.concatenate([np.reshape(chosen.preprocess(image), [-1, 64, 64, 3]) for image in images])
@@ -72,7 +72,7 @@ def test_predict_files_gives_the_models_softmax_averaged_over_the_views(
     chosen = ten_crop_predictor if ten_crop else predictor
     paths = write_images(tmp_path, images, "png")  # lossless: the same pixels as the records
 
-    predictions = predict.predict_files(chosen, paths)
+    predictions = serving.predict_files(chosen, paths)
 
     crops = 10 if ten_crop else 1
     softmax = tf.nn.softmax(predictor.model(eval_views(run_dir, images, ten_crop), training=False)).numpy()
@@ -93,7 +93,7 @@ def test_predict_files_gives_the_models_softmax_averaged_over_the_views(
 def test_exported_saved_model_gives_the_same_probabilities(predictor, test_images, tmp_path):
     images, _ = test_images
     jpeg, png = write_images(tmp_path, images[:1], "jpg")[0], write_images(tmp_path, images[1:2], "png")[0]
-    expected = [predict.predict_files(predictor, [path])[0]["probabilities"] for path in (jpeg, png)]
+    expected = [serving.predict_files(predictor, [path])[0]["probabilities"] for path in (jpeg, png)]
 
     export_dir = predictor.export(tmp_path / "saved_model")
     loaded = tf.saved_model.load(str(export_dir))
@@ -126,12 +126,12 @@ def one_line_error(capsys, function, *args, **kwargs):
 
 
 def test_bad_inputs_are_one_line_errors(run_dir, predictor, tmp_path, capsys):
-    code, err = one_line_error(capsys, predict.predict_files, predictor, [tmp_path / "missing.jpg"])
+    code, err = one_line_error(capsys, serving.predict_files, predictor, [tmp_path / "missing.jpg"])
     assert code == cli.EXIT_DATA and "missing.jpg does not exist" in err
 
     not_an_image = tmp_path / "notes.jpg"
     not_an_image.write_text("not an image")
-    code, err = one_line_error(capsys, predict.predict_files, predictor, [not_an_image])
+    code, err = one_line_error(capsys, serving.predict_files, predictor, [not_an_image])
     assert code == cli.EXIT_DATA and "notes.jpg is not an image that can be decoded" in err
 
     (tmp_path / "used").mkdir()
@@ -140,10 +140,10 @@ def test_bad_inputs_are_one_line_errors(run_dir, predictor, tmp_path, capsys):
     assert code == cli.EXIT_DATA and "already exists and is not an empty folder" in err
     assert (tmp_path / "used" / "keep.txt").read_text() == "mine"
 
-    code, err = one_line_error(capsys, predict.load_predictor, tmp_path / "no_run")
+    code, err = one_line_error(capsys, serving.load_predictor, tmp_path / "no_run")
     assert code == cli.EXIT_DATA and "does not exist" in err
 
-    code, err = one_line_error(capsys, predict.load_predictor, run_dir / runs.FLAGS_FILE)
+    code, err = one_line_error(capsys, serving.load_predictor, run_dir / run_lib.FLAGS_FILE)
     assert code == cli.EXIT_USAGE and "is not a checkpoint" in err
 
 
@@ -163,9 +163,9 @@ def test_command_prints_the_top5_of_each_image_and_a_json_last_line(run_dir, pre
     assert done.returncode == 0, done.stderr
     lines = done.stdout.strip().splitlines()
     summary = json.loads(lines[-1])
-    assert summary["checkpoint"] == str((run_dir / "checkpoints" / training.BEST_WEIGHTS).resolve())
+    assert summary["checkpoint"] == str((run_dir / "checkpoints" / run_lib.BEST_WEIGHTS).resolve())
     assert summary["crops"] == 1 and summary["export"] is None
-    expected = predict.predict_files(predictor, paths)
+    expected = serving.predict_files(predictor, paths)
     assert [p["image"] for p in summary["predictions"]] == [str(path) for path in paths]
     for printed, wanted in zip(summary["predictions"], expected):
         assert [entry["class"] for entry in printed["top5"]] == [entry["class"] for entry in wanted["top5"]]

@@ -76,17 +76,6 @@ def test_random_flip_mirrors_about_half(graph):
     assert 30 <= flipped <= 70
 
 
-def test_random_flip_batch_flips_each_image_independently():
-    images = np.stack([unique_image(3, 4) + 1000 * i for i in range(200)])
-    out = pp.random_flip_batch(images, seed(3)).numpy()
-    flipped = [np.array_equal(o, i[:, ::-1]) for o, i in zip(out, images)]
-    kept = [np.array_equal(o, i) for o, i in zip(out, images)]
-    assert all(f != k for f, k in zip(flipped, kept))
-    assert 70 <= sum(flipped) <= 130
-    out_graph = in_tf_data(pp.random_flip_batch, images, seed(3)).numpy()
-    np.testing.assert_array_equal(out, out_graph)
-
-
 EIGENVECTORS = np.linalg.qr(np.random.default_rng(0).normal(size=(3, 3)))[0].astype(np.float32)
 
 
@@ -154,19 +143,6 @@ def test_compute_stats_finds_the_colour_direction_and_the_mean():
     np.testing.assert_allclose(stats.eigenvalues[0], np.linalg.eigvalsh(covariance)[-1] / 255.0, rtol=1e-3)
     assert stats.eigenvalues[0] > 100 * stats.eigenvalues[1]
     assert stats.mean_image.shape == (8, 8, 3) and stats.num_images == 64
-
-
-def test_stats_round_trip_through_files(tmp_path):
-    stats = pp.compute_stats(
-        tf.data.Dataset.from_tensor_slices(np.random.default_rng(1).integers(0, 255, (10, 6, 6, 3), np.uint8)),
-        resize_size=6,
-    )
-    stats.save(tmp_path)
-    loaded = pp.DatasetStats.load(tmp_path)
-    for field in ("mean_rgb", "eigenvalues", "eigenvectors", "mean_image"):
-        np.testing.assert_array_equal(getattr(loaded, field), getattr(stats, field))
-    assert loaded.num_images == 10
-    assert "RGB mean" in loaded.summary()
 
 
 def test_imagenet_stats_are_on_the_pixel_scale():

@@ -3,6 +3,7 @@ import dataclasses
 import json
 import os
 import pathlib
+import re
 import signal
 import subprocess
 import sys
@@ -15,7 +16,9 @@ import tensorflow_datasets as tfds
 from absl import flags
 
 from alexnet_tf import config as config_lib
-from alexnet_tf import callbacks, optim, runs, training
+from alexnet_tf import callbacks, optim, training
+from alexnet_tf import model as model_lib
+from alexnet_tf.run import Run, RunError
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 # A run small enough for CPU tests: 64x64 crops, a few steps per epoch.
@@ -74,23 +77,49 @@ def test_flagfile_round_trip(tmp_path):
     assert config_lib.config_from_flagfile(path) == config
 
 
+def chosen(experiment_dir, config, name=None):
+    choice = Run.for_training(experiment_dir, config, name)
+    return choice.run.directory, choice.resumed
+
+
 def test_run_rules(tmp_path):
-    text_a, text_b = "--epochs=1\n", "--epochs=2\n"
-    run_dir, resumed = runs.resolve_run_dir(tmp_path, text_a)
+    config_a, config_b = config_lib.TrainConfig(epochs=1), config_lib.TrainConfig(epochs=2)
+    run_dir, resumed = chosen(tmp_path, config_a)
     assert (run_dir.name, resumed) == ("run1", False)
-    runs.claim_run_dir(run_dir, text_a)
-    assert runs.resolve_run_dir(tmp_path, text_a) == (run_dir, True)  # unfinished, same flags: resume
-    assert runs.resolve_run_dir(tmp_path, text_b)[0].name == "run2"  # other flags: a new run
-    runs.write_results(run_dir, {"done": True})
-    assert runs.resolve_run_dir(tmp_path, text_a) == (tmp_path / "run2", False)  # finished: never reused
-    with pytest.raises(runs.RunError, match="already finished"):
-        runs.resolve_run_dir(tmp_path, text_a, run="run1")
-    runs.claim_run_dir(tmp_path / "mine", text_a)
-    with pytest.raises(runs.RunError, match="other flags"):
-        runs.resolve_run_dir(tmp_path, text_b, run="mine")
-    assert runs.resolve_run_dir(tmp_path, text_a, run="mine") == (tmp_path / "mine", True)
-    with pytest.raises(runs.RunError, match="not a usable run name"):
-        runs.resolve_run_dir(tmp_path, text_a, run="../elsewhere")
+    Run(run_dir).claim(config_a, ["a", "b"])
+    assert chosen(tmp_path, config_a) == (run_dir, True)  # unfinished, same flags: resume
+    assert chosen(tmp_path, config_b)[0].name == "run2"  # other flags: a new run
+    Run(run_dir).write_results({"done": True})
+    assert chosen(tmp_path, config_a) == (tmp_path / "run2", False)  # finished: never reused
+    with pytest.raises(RunError, match="already finished"):
+        chosen(tmp_path, config_a, name="run1")
+    Run(tmp_path / "mine").claim(config_a, ["a", "b"])
+    with pytest.raises(RunError, match="other flags"):
+        chosen(tmp_path, config_b, name="mine")
+    assert chosen(tmp_path, config_a, name="mine") == (tmp_path / "mine", True)
+    with pytest.raises(RunError, match="not a usable run name"):
+        chosen(tmp_path, config_a, name="../elsewhere")
+
+
+def test_a_run_whose_flags_lack_a_newer_field_is_continued(tmp_path):
+    config = config_lib.TrainConfig(epochs=3, norm="batchnorm")
+    run = Run(tmp_path / "run1")
+    run.claim(config, ["a", "b"])
+    # As an older version of the trainer wrote it: without a field today's config has.
+    lines = run.flags_file.read_text().splitlines()
+    run.flags_file.write_text("\n".join(line for line in lines if not line.startswith("--lr_drops=")) + "\n")
+    choice = Run.for_training(tmp_path, config)
+    assert (choice.run, choice.resumed, choice.note) == (run, True, None)
+    assert Run.for_training(tmp_path, config, "run1").resumed
+
+
+def test_a_run_whose_flag_differs_is_not_continued_and_the_flag_is_named(tmp_path):
+    Run(tmp_path / "run1").claim(config_lib.TrainConfig(epochs=3, lr_patience=3), ["a", "b"])
+    choice = Run.for_training(tmp_path, config_lib.TrainConfig(epochs=3, lr_patience=5))
+    assert (choice.run.name, choice.resumed) == ("run2", False)
+    assert "--lr_patience=3 (this command: 5)" in choice.note and "--epochs" not in choice.note
+    with pytest.raises(RunError, match=r"--lr_patience=3 \(this command: 5\)"):
+        Run.for_training(tmp_path, config_lib.TrainConfig(epochs=3, lr_patience=5), "run1")
 
 
 def scalar_tags(event_dir):
@@ -135,10 +164,10 @@ def test_the_four_layer_net_trains_through_the_same_trainer(tmp_path):
     assert results["hparams"]["model"] == "four_layer" and results["hparams"]["augment"] is False
     # The per-epoch curves the report reads, as history.csv has them.
     assert [round(v, 6) for v in results["curves"]["top1_error"]] == [
-        round(row["top1_error"], 6) for row in training.read_history(run_dir)
+        round(row["top1_error"], 6) for row in Run(run_dir).read_history()
     ]
     assert len(results["curves"]["val_top1_error"]) == 2
-    model = training.build_model_for(config, 10)
+    model = model_lib.build_for(config, 10)
     model.load_weights(run_dir / "checkpoints" / "best.weights.h5")
     assert model.name == "four_layer_tanh" and model.count_params() == 89578
 
@@ -192,7 +221,7 @@ def test_two_replicas_match_one_device(tmp_path):
     for name, devices in (("one", ["/cpu:0"]), ("two", ["/cpu:0", "/cpu:1"])):
         config = dataclasses.replace(base, experiment=name)
         training.train(config, devices=devices, verbose=0)
-        model = training.build_model_for(config, 10)
+        model = model_lib.build_for(config, 10)
         model.load_weights(tmp_path / name / "run1" / "checkpoints" / "latest.weights.h5")
         weights[name] = model.get_weights()
     for one, two in zip(weights["one"], weights["two"]):
@@ -300,14 +329,27 @@ def test_stopped_and_killed_runs_resume_when_the_same_command_runs_again(tmp_pat
     assert all(later <= earlier * 1.0001 for earlier, later in zip(rates, rates[1:])), rates
 
 
-def test_plateau_schedule_replays_its_counters():
-    schedule = callbacks.PlateauSchedule(
-        monitor="val_top1_error", mode="min", factor=0.1, patience=2, min_lr=1e-4,
-        initial_learning_rate=0.01, completed_values=[0.9, 0.8, 0.85, 0.86, 0.87],
-    )  # fmt: skip
+def test_plateau_schedule_counters_survive_a_resumption():
+    import keras
+
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.SGD(0.01), loss="mse")
+    settings = dict(monitor="val_top1_error", mode="min", factor=0.1, patience=2, min_lr=1e-4)
+    schedule = callbacks.PlateauSchedule(**settings)
+    schedule.set_model(model)
     schedule.on_train_begin()
+    for epoch, value in enumerate([0.9, 0.8, 0.85, 0.86, 0.87]):
+        schedule.on_epoch_end(epoch, {"val_top1_error": value})
     # best 0.8 at the 2nd epoch; two worse epochs dropped the rate (wait back to 0), one more since.
     assert (schedule.best, schedule.wait) == (0.8, 1)
+    assert float(model.optimizer.learning_rate) == pytest.approx(0.001)
+    # A new process's schedule, given the saved counters, carries on where this one stopped.
+    resumed = callbacks.PlateauSchedule(**settings, restored=schedule.counters())
+    resumed.set_model(model)
+    resumed.on_train_begin()
+    assert (resumed.best, resumed.wait, resumed.cooldown_counter) == (0.8, 1, 0)
+    resumed.on_epoch_end(5, {"val_top1_error": 0.88})  # a second epoch without improvement: patience 2
+    assert float(model.optimizer.learning_rate) == pytest.approx(0.0001)
 
 
 def free_ports(count):
@@ -353,5 +395,5 @@ def test_two_workers_on_localhost_train_together_and_only_the_chief_writes(tmp_p
     assert "Worker 1 of 2 training run" in outputs[1] and "Results:" not in outputs[1]
     assert not list((tmp_path / "tmp1").iterdir())  # the non-chief's scratch checkpoints are gone
     # Synchronous training: both workers logged the same losses.
-    losses = [[line.split("| loss ")[1].split(" ")[0] for line in out.splitlines() if "| loss " in line] for out in outputs]
+    losses = [re.findall(r"(?<![\w])loss: (\S+)", out) for out in outputs]
     assert losses[0] == losses[1] and len(losses[0]) == 2

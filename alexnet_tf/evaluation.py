@@ -1,0 +1,212 @@
+"""Evaluation: the paper's top-k error, centre-crop and ten-crop scoring, and a trained run's model.
+
+    trained = evaluation.load_trained("experiments/cifar10_lrn/run1")   # its best checkpoint
+    model = trained.build_model()
+    result = evaluation.evaluate_checkpoint("experiments/cifar10_lrn/run1", ten_crop=True)
+"""
+
+import contextlib
+import dataclasses
+import pathlib
+
+import keras
+import tensorflow as tf
+
+from alexnet_tf import data, input_pipeline, model as model_lib
+from alexnet_tf import config as config_lib
+from alexnet_tf.cli import first_line
+from alexnet_tf.run import Run
+
+RESULT_KEYS = (
+    "top1_error",
+    "top5_error",
+    "top1_accuracy",
+    "top5_accuracy",
+    "examples",
+    "crops",
+    "checkpoint",
+    "dataset",
+    "split",
+)
+
+
+@keras.saving.register_keras_serializable(package="alexnet_tf")
+class TopKError(keras.metrics.SparseTopKCategoricalAccuracy):
+    """Top-k error (1 - top-k accuracy): the figure the paper reports."""
+
+    def result(self):
+        return 1.0 - super().result()
+
+
+def evaluate_model(model, dataset, crops=1):
+    """(top-1 error, top-5 error) of `model` over `dataset`; with crops > 1 the softmax is
+    averaged over each image's `crops` consecutive views."""
+    top1 = keras.metrics.SparseTopKCategoricalAccuracy(k=1)
+    top5 = keras.metrics.SparseTopKCategoricalAccuracy(k=min(5, model.output_shape[-1]))
+
+    @tf.function
+    def predict(images):
+        return tf.nn.softmax(tf.cast(model(images, training=False), tf.float32))
+
+    for images, labels in dataset:
+        probabilities = predict(images)
+        if crops > 1:
+            probabilities = tf.reduce_mean(tf.reshape(probabilities, [-1, crops, probabilities.shape[-1]]), axis=1)
+        top1.update_state(labels, probabilities)
+        top5.update_state(labels, probabilities)
+    return 1.0 - float(top1.result()), 1.0 - float(top5.result())
+
+
+class CheckpointError(OSError):
+    """A checkpoint file that exists but cannot be read as this run's weights."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainedRun:
+    """A checkpoint and the run it belongs to: what is needed to rebuild its model."""
+
+    run: Run
+    checkpoint: pathlib.Path
+    config: config_lib.TrainConfig
+    class_names: tuple
+
+    @property
+    def num_classes(self):
+        return len(self.class_names)
+
+    @property
+    def run_dir(self):
+        return self.run.directory
+
+    def stats(self):
+        """The training-set statistics the run prepared its images with."""
+        return self.run.load_stats()
+
+    def build_model(self):
+        """The run's net with the checkpoint's weights, in float32 for inference."""
+        with _float32_policy():
+            model = model_lib.build_for(self.config, self.num_classes)
+        try:
+            model.load_weights(self.checkpoint)
+        except (ValueError, OSError) as error:
+            import h5py
+
+            if not h5py.is_hdf5(self.checkpoint):
+                raise CheckpointError(
+                    f"{self.checkpoint} is not a readable Keras weights file ({first_line(error)})."
+                ) from error
+            raise CheckpointError(
+                f"{self.checkpoint} does not fit the model in {self.run.flags_file}: {first_line(error)}"
+            ) from error
+        return model
+
+    def source(self, dataset=None, data_dir=None):
+        """The data source of `dataset` (default the run's), with the run's recorded options
+        when it is the run's own dataset."""
+        dataset = dataset or self.config.dataset
+        if dataset == self.config.dataset and self.config.tfds_data_dir:
+            return data.source(dataset, data_dir, tfds_data_dir=self.config.tfds_data_dir)
+        return data.source(dataset, data_dir)
+
+
+def load_trained(path):
+    """The `TrainedRun` of a run directory (its best checkpoint) or of a weights file in a
+    run's checkpoints/ folder. Builds nothing."""
+    run, checkpoint = Run.find(path)
+    config = run.config()
+    class_names = run.class_names()
+    if class_names is None:  # a run from before classes.json: its dataset names them
+        class_names = data.source_for(config).info().class_names
+    return TrainedRun(run, checkpoint, config, tuple(class_names))
+
+
+def evaluate_checkpoint(checkpoint, dataset=None, data_dir=None, split="test", ten_crop=False, batch_size=100):
+    """Top-1 and top-5 error of a run's checkpoint on one split of a dataset.
+
+    Args:
+      checkpoint: a run directory (its checkpoints/best.weights.h5) or a
+        weights file in a run's checkpoints/ folder.
+      dataset: default the run's dataset.
+      data_dir: default the run's data folder when `dataset` is the run's
+        dataset, else None (the data module's default). Given without
+        `dataset` for a run on cifar10_sample, it evaluates dataset cifar10
+        from that folder.
+      split: the split to evaluate ("test"; imagenet2012 calls it "validation").
+      ten_crop: average the softmax over the paper's ten views of each image
+        (four corners, centre, and their mirrors) instead of the centre crop.
+      batch_size: images per batch (with ten_crop, each batch holds ten times
+        as many views).
+
+    Returns a dict with the keys of `RESULT_KEYS`.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size={batch_size} must be a positive integer.")
+    trained = load_trained(checkpoint)
+    config = trained.config
+    if dataset is None:
+        dataset = config.dataset
+        if data_dir is not None and dataset == "cifar10_sample":
+            dataset = "cifar10"  # the sample's run on another folder of CIFAR-10 binary batches
+    if data_dir is None and dataset == config.dataset:
+        data_dir = config.data_dir
+    source = trained.source(dataset, data_dir)
+    if data_dir is not None and not source.reads_files:
+        raise ValueError(f"dataset {dataset!r} reads no files, so --data_dir={data_dir} would be ignored.")
+
+    info = source.info()
+    if info.num_classes != trained.num_classes:
+        raise ValueError(
+            f"dataset {dataset!r} has {info.num_classes} classes but the checkpoint's model has "
+            f"{trained.num_classes} outputs (run {trained.run_dir} trained on {config.dataset!r})."
+        )
+    images = source.load(split, decode=not info.encoded)
+    stats = trained.stats()
+    model = trained.build_model()
+    batches = input_pipeline.eval_dataset(
+        images,
+        batch_size=batch_size,
+        stats=stats,
+        image_size=config.image_size,
+        ten_crop=ten_crop,
+        mean=config.mean,
+        encoded=info.encoded,
+    )
+    counter = _Counter(batches)
+    crops = 10 if ten_crop else 1
+    top1_error, top5_error = evaluate_model(model, counter, crops=crops)
+    if counter.examples == 0:
+        raise data.DataError(f"split {split!r} of {dataset!r} has no examples to evaluate.")
+    return {
+        "top1_error": top1_error,
+        "top5_error": top5_error,
+        "top1_accuracy": 1.0 - top1_error,
+        "top5_accuracy": 1.0 - top5_error,
+        "examples": counter.examples,
+        "crops": crops,
+        "checkpoint": str(trained.checkpoint),
+        "dataset": dataset,
+        "split": split,
+    }
+
+
+class _Counter:
+    """Iterates a dataset of (images, labels) batches, counting the labels that pass."""
+
+    def __init__(self, batches):
+        self.batches = batches
+        self.examples = 0
+
+    def __iter__(self):
+        for images, labels in self.batches:
+            self.examples += int(labels.shape[0])
+            yield images, labels
+
+
+@contextlib.contextmanager
+def _float32_policy():
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("float32")
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
