@@ -44,6 +44,67 @@ class Throughput(keras.callbacks.Callback):
             logs["images_per_s"] = self._steps * self.global_batch_size / (self._last - self._start)
 
 
+class WallClock(keras.callbacks.Callback):
+    """Adds `wall_minutes` to the epoch's logs: minutes since the run started, counting the
+    earlier processes of a resumed run (`minutes_before`), so that validation error can be
+    read against the time it took (set-up, training and validation)."""
+
+    def __init__(self, start_time, minutes_before=0.0):
+        super().__init__()
+        self.start_time = start_time
+        self.minutes_before = float(minutes_before)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["wall_minutes"] = self.minutes_before + (time.time() - self.start_time) / 60.0
+
+
+class LearningRateLog(keras.callbacks.Callback):
+    """Adds the optimizer's current `learning_rate` to the epoch's logs (ReduceLROnPlateau does
+    this itself; a learning-rate schedule does not)."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+
+
+class PlateauWarning(keras.callbacks.Callback):
+    """Says once, in one line, when the training loss sits at ln(classes), the loss of a net
+    that predicts every class equally: the known failure of AlexNet reproductions.
+
+    It looks at Keras's running mean of the epoch's loss once half an epoch (at least
+    `min_steps` steps) has passed. Training goes on: some nets leave the plateau later.
+    """
+
+    TOLERANCE = 0.02  # nats: far below what a net that has started to learn moves in half an epoch
+
+    def __init__(self, num_classes, steps_per_epoch, min_steps=20):
+        super().__init__()
+        self.chance_loss = math.log(num_classes)
+        self.after_steps = max(min_steps, steps_per_epoch // 2)
+        self.steps_per_epoch = steps_per_epoch
+        self.warned = False
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.warned or batch + 1 != self.after_steps:
+            return
+        loss = (logs or {}).get("loss")
+        if loss is not None and abs(float(loss) - self.chance_loss) < self.TOLERANCE:
+            self.warned = True
+            print(
+                f"\nWarning: the training loss has stayed at ln({round(math.exp(self.chance_loss))}) = "
+                f"{self.chance_loss:.3f}, chance level, for {batch + 1} steps of epoch {self._epoch + 1}: the net "
+                f"is not learning yet. Known causes: the paper's biases of 1 at small scale (try "
+                f"--init=paper_bias0.1), a learning rate too high or too low (--learning_rate). "
+                f"Training continues.",
+                flush=True,
+            )
+
+
 def filter_grid(kernel):
     """conv1's filters [kh, kw, 3, n] as one [1, H, W, 3] image, each filter scaled to [0, 1]."""
     kernel = np.asarray(kernel, np.float32)
@@ -82,8 +143,6 @@ class ImageSummaries(keras.callbacks.Callback):
         with self.writer.as_default():
             tf.summary.image("conv1_filters", filter_grid(kernel.numpy()), step=epoch)
         self.writer.flush()
-
-
 
 
 class AtomicWeights(keras.callbacks.Callback):
@@ -129,6 +188,22 @@ class PlateauSchedule(keras.callbacks.ReduceLROnPlateau):
     def counters(self):
         return {name: getattr(self, name) for name in self.COUNTERS}
 
+    @staticmethod
+    def counters_from(monitor_values, patience, drops):
+        """The counters after `monitor_values` (lower is better), by Keras's rule with no
+        cooldown: for a resume state written before the counters were saved with it."""
+        if not monitor_values:
+            return None
+        best, wait, drops_left = None, 0, drops
+        for value in monitor_values:
+            if best is None or value < best:
+                best, wait = value, 0
+            else:
+                wait += 1
+                if wait >= patience and drops_left:
+                    wait, drops_left = 0, drops_left - 1
+        return {"best": best, "wait": wait, "cooldown_counter": 0}
+
 
 class ResumableState(keras.callbacks.Callback):
     """Writes the state an unfinished run resumes from at every epoch end (`Run.save_resume_state`):
@@ -142,9 +217,9 @@ class ResumableState(keras.callbacks.Callback):
         self.schedule = schedule
 
     def on_epoch_end(self, epoch, logs=None):
-        counters = self.schedule.counters()
-        counters["best"] = run_lib.finite_or_none(counters["best"])
-        meta = {"best": run_lib.finite_or_none(self.best_checkpoint.best), "schedule": counters}
+        meta = {"best": run_lib.finite_or_none(self.best_checkpoint.best)}
+        if isinstance(self.schedule, PlateauSchedule):
+            meta["schedule"] = self.schedule.counters()
         self.run.save_resume_state(self.model, epoch + 1, meta)
 
 

@@ -6,7 +6,7 @@ at once rather than after seconds of start-up. The modules that implement
 each setting re-export its names.
 """
 
-DATASETS = ("cifar10", "cifar10_sample", "imagenet2012", "synthetic")
+DATASETS = ("cifar10", "cifar10_sample", "imagenet2012", "synthetic", "image_folder")
 DATA_DIR_ENV = "ALEXNET_TF_DATA_DIR"
 MODELS = ("alexnet", "four_layer")
 # conv1's stride 4 and three 3x3/2 pools leave a 1x1 map at 63x63; smaller inputs leave none.
@@ -16,6 +16,7 @@ ACTIVATIONS = ("relu", "tanh")
 TOWERS = (1, 2)
 INITS = ("paper", "paper_bias0.1", "he")
 MEAN_MODES = ("channel", "image")
+LR_SCHEDULES = ("plateau", "cosine")
 STRATEGIES = ("mirrored", "one_device", "multi_worker")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 # Short names for the precisions, as the benchmark's flags and tables use them.

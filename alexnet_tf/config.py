@@ -30,6 +30,8 @@ class TrainConfig:
     weight_decay: float = 5e-4
     lr_patience: int = 5
     lr_drops: int = 3
+    lr_schedule: str = "plateau"
+    warmup_epochs: float = 0.0
     model: str = "alexnet"
     norm: str = "lrn"
     towers: int = 1
@@ -58,6 +60,7 @@ class TrainConfig:
             "activation": self.activation,
             "init": self.init,
             "learning_rate": self.learning_rate,
+            "lr_schedule": self.lr_schedule,
             "batch_size": self.batch_size,
             "image_size": self.image_size,
             "mixed_precision": self.mixed_precision,
@@ -71,11 +74,16 @@ def define_flags(flag_values=flags.FLAGS):
     """Defines the training flags on `flag_values` (the global FLAGS by default)."""
     d = TrainConfig()
     fv = dict(flag_values=flag_values)
-    flags.DEFINE_enum("dataset", d.dataset, choices.DATASETS, "Dataset to train on.", **fv)
+    flags.DEFINE_enum(
+        "dataset", d.dataset, choices.DATASETS,
+        "Dataset to train on; image_folder: your own images in --data_dir, train/<class>/<image> "
+        "(and test/<class>/<image>), classes = train/'s sorted folder names, any size, JPEG/PNG/GIF/BMP.", **fv)
     flags.DEFINE_string(
         "data_dir", d.data_dir,
-        f"Folder of the dataset's files (CIFAR-10 binary batches, or an image-folder tree for "
-        f"imagenet2012). Default: ${choices.DATA_DIR_ENV}, else tfds.", **fv)
+        f"Folder of the dataset's files: for cifar10, binary batches or an image-folder tree "
+        f"train/<class>/<image> (and test/<class>/<image>) with CIFAR-10 class names; for imagenet2012, "
+        f"train/<class>/<image> and validation/<class>/<image>; for image_folder (required), "
+        f"train/<class>/<image> and test/<class>/<image>. Default: ${choices.DATA_DIR_ENV}, else tfds.", **fv)
     flags.DEFINE_string("tfds_data_dir", d.tfds_data_dir, "tensorflow_datasets' data/cache folder.", **fv)
     flags.DEFINE_string("experiment", d.experiment, "Experiment name: runs go to <experiments_dir>/<experiment>/.", **fv)
     flags.DEFINE_string("experiments_dir", d.experiments_dir, "Folder holding all experiments.", **fv)
@@ -99,6 +107,15 @@ def define_flags(flag_values=flags.FLAGS):
         lower_bound=1, **fv)
     flags.DEFINE_integer(
         "lr_drops", d.lr_drops, "Most times the learning rate is divided by 10 (the paper: 3).", lower_bound=0, **fv)
+    flags.DEFINE_enum(
+        "lr_schedule", d.lr_schedule, choices.LR_SCHEDULES,
+        "plateau: the paper's rule (divide by 10 when the validation error stops improving, "
+        "--lr_patience, --lr_drops); cosine: from --learning_rate down to 0 over the run's --epochs "
+        "along a half cosine, after --warmup_epochs of linear warm-up (for a fixed time budget).", **fv)
+    flags.DEFINE_float(
+        "warmup_epochs", d.warmup_epochs,
+        "Epochs of linear learning-rate warm-up from 0 (--lr_schedule=cosine only; at most the whole run).",
+        lower_bound=0.0, **fv)
     flags.DEFINE_enum(
         "model", d.model, choices.MODELS,
         "alexnet, or four_layer: the small CIFAR-10 net of the paper's Figure 1 (ReLU vs tanh; give it "
@@ -139,6 +156,12 @@ def define_flags(flag_values=flags.FLAGS):
         lambda values: values["model"] != "alexnet" or values["image_size"] >= choices.ALEXNET_MIN_IMAGE_SIZE,
         message=f"--image_size must be at least {choices.ALEXNET_MIN_IMAGE_SIZE} for --model=alexnet "
         f"(conv1's stride 4 and three pools need it)",
+        flag_values=flag_values,
+    )
+    flags.register_multi_flags_validator(
+        ["lr_schedule", "warmup_epochs"],
+        lambda values: values["warmup_epochs"] == 0 or values["lr_schedule"] == "cosine",
+        message="--warmup_epochs needs --lr_schedule=cosine",
         flag_values=flag_values,
     )
 

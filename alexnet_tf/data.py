@@ -6,32 +6,58 @@ holding out validation data) sees one interface, a `Source`::
     src = source("cifar10", data_dir)     # checks names, options and folders now
     info = src.info()                     # classes, split sizes
     ds = src.load("train")                # (image uint8 [H, W, 3], label int64 [])
+    src.labels("train")                   # its labels, without reading images (or None)
     src.test_split()                      # "test" (imagenet2012: "validation"), or None
 
 `source_for(config)` does the same for a `TrainConfig`, and
 `dataset_info(dataset, data_dir)` and `load_split(dataset, split, data_dir)`
-are shorthands for one call. Splits come in file order, unshuffled and
-unaugmented, so that a run is reproducible from its flags and the pipeline
-decides all randomness.
+are shorthands for one call. Splits come in a fixed order (file order;
+image-folder trees: see below), unaugmented, so that a run is reproducible
+from its flags and the pipeline decides all randomness.
 
 Sources (``dataset`` names, see `DATASETS`), chosen by `source`:
 
-- ``"cifar10"``: the official *binary* batches (``data_batch_1.bin`` …
-  ``data_batch_5.bin``, ``test_batch.bin``, ``batches.meta.txt``, as in
-  ``cifar-10-binary.tar.gz``) in ``data_dir``, read with tf.data directly
-  (`Cifar10BinarySource`). Without a ``data_dir`` (and with `DATA_DIR_ENV`
-  unset), tensorflow-datasets' ``cifar10``, which downloads on first use
-  (`TfdsSource`).
+- ``"cifar10"``: an image-folder tree ``data_dir/train/<class>/<image>``
+  (and ``data_dir/test/<class>/<image>`` when present) whose class folders
+  are named after the CIFAR-10 classes: the label is the class's index in
+  the official order (`CIFAR10_CLASS_NAMES`, airplane 0 … truck 9), all ten
+  classes are listed even if a folder is missing, and another folder name
+  is an error (`Cifar10FolderSource`; decoded images, kept in memory after
+  the first pass). Otherwise the official *binary* batches
+  (``data_batch_1.bin`` … ``data_batch_5.bin``, ``test_batch.bin``,
+  ``batches.meta.txt``, as in ``cifar-10-binary.tar.gz``) in ``data_dir``,
+  read with tf.data directly (`Cifar10BinarySource`). Without a
+  ``data_dir`` (and with `DATA_DIR_ENV` unset), tensorflow-datasets'
+  ``cifar10``, which downloads on first use (`TfdsSource`).
 - ``"cifar10_sample"``: 1000 training and 200 test records of real CIFAR-10
   shipped in ``alexnet_tf/sample_data/cifar10/`` (same binary layout), so
   that everything runs on a fresh clone without network or data
   (`Cifar10SampleSource`).
 - ``"imagenet2012"``: an image-folder tree ``data_dir/train/<class>/<image>``
-  and ``data_dir/validation/<class>/<image>`` (`ImageFolderSource`);
-  otherwise tensorflow-datasets' ``imagenet2012``, prepared from the
-  manual-download tar files (`TfdsSource`).
+  and ``data_dir/validation/<class>/<image>`` (`ImageFolderSource`; the
+  classes are train/'s sorted folder names; ``decode=False`` yields the
+  JPEG bytes, for the pipeline's decode-and-crop); otherwise
+  tensorflow-datasets' ``imagenet2012``, prepared from the manual-download
+  tar files (`TfdsSource`).
+- ``"image_folder"``: a user's own images, ``data_dir/train/<class>/<image>``
+  and, when present, ``data_dir/test/<class>/<image>``
+  (`GenericImageFolderSource`). The classes are train/'s sorted folder
+  names; images of any size in any format `tf.io.decode_image` reads (JPEG,
+  PNG, GIF, BMP), grayscale and RGBA converted to RGB. Needs a ``data_dir``
+  (or `DATA_DIR_ENV`).
 - ``"synthetic"``: random images and labels made on the fly, for throughput
   benchmarks without data (`SyntheticSource`).
+
+The three image-folder sources share one reader (`FolderTreeSource`): each
+split is listed once, class by class in label order and by file name
+within a class, and the training split is then put in a fixed
+pseudo-random order (seed 0), so that its last records, the held-out
+validation part, hold every class. A file that cannot be decoded stops
+iteration naming it, or is skipped with ``skip_bad_images``. Only
+imagenet2012 keeps its images encoded (`DatasetInfo.encoded`); cifar10 and
+image_folder trees yield decoded ``uint8 [H, W, 3]`` images, from which the
+trainer computes the training set's mean and PCA, as for the binary
+batches.
 
 Every bad input that can be found without reading the data (unknown names,
 missing folders or files, truncated record files) raises `DataError` when
@@ -46,6 +72,7 @@ import random
 import re
 import sys
 
+import numpy as np
 import tensorflow as tf
 
 __all__ = [
@@ -56,7 +83,10 @@ __all__ = [
     "Source",
     "Cifar10BinarySource",
     "Cifar10SampleSource",
+    "FolderTreeSource",
     "ImageFolderSource",
+    "Cifar10FolderSource",
+    "GenericImageFolderSource",
     "TfdsSource",
     "SyntheticSource",
     "source",
@@ -72,6 +102,7 @@ SPLITS = {
     "cifar10_sample": ("train", "test"),
     "imagenet2012": ("train", "validation"),
     "synthetic": ("train", "test"),
+    "image_folder": ("train", "test"),
 }
 # ImageNet's labelled held-out set is called "validation" (its test labels were
 # never published); callers written for CIFAR's "test" still get the right split.
@@ -82,10 +113,11 @@ SPLIT_ALIASES = {"imagenet2012": {"test": "validation"}}
 # every source; a non-None value for an option the source does not use is an
 # error rather than silently ignored.
 SOURCE_OPTIONS = {
-    "cifar10": ("tfds_data_dir", "tfds_manual_dir", "download"),
+    "cifar10": ("tfds_data_dir", "tfds_manual_dir", "download", "skip_bad_images"),
     "cifar10_sample": (),
     "imagenet2012": ("tfds_data_dir", "tfds_manual_dir", "download", "skip_bad_images"),
     "synthetic": ("image_size", "num_classes", "num_examples", "seed"),
+    "image_folder": ("skip_bad_images",),
 }
 
 CIFAR10_CLASS_NAMES = (
@@ -102,7 +134,10 @@ CIFAR10_TAR_FOLDER = "cifar-10-batches-bin"
 
 SAMPLE_CIFAR10_DIR = pathlib.Path(__file__).resolve().parent / "sample_data" / "cifar10"
 
+# Image-folder trees: split -> the folder holding <class>/<image> (see FolderTreeSource).
 IMAGENET_FOLDER_SPLITS = {"train": "train", "validation": "validation"}
+CIFAR10_FOLDER_SPLITS = {"train": "train", "test": "test"}
+IMAGE_FOLDER_SPLITS = {"train": "train", "test": "test"}
 IMAGENET_MANUAL_FILES = ("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar")
 # What tf.io.decode_image reads; other files in a class folder are not images.
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp", ".gif")
@@ -158,20 +193,22 @@ def source(dataset, data_dir=None, **source_options):
       dataset: one of `DATASETS`.
       data_dir: folder of the data; None (or "") reads the `DATA_DIR_ENV`
         environment variable, and if that is unset too, cifar10 and
-        imagenet2012 come from tensorflow-datasets. Ignored by
-        cifar10_sample and synthetic.
+        imagenet2012 come from tensorflow-datasets, and image_folder is an
+        error. Ignored by cifar10_sample and synthetic.
       **source_options: per source (None values are ignored, so callers can
         forward every flag to every source; see `SOURCE_OPTIONS`):
         cifar10 and imagenet2012 through tfds: ``tfds_data_dir`` (where
         tfds keeps prepared data), ``tfds_manual_dir`` (tfds's manual
         download folder; for imagenet2012 it defaults to ``data_dir``),
         ``download`` (default True: let tfds download and prepare).
-        imagenet2012 image folders: ``skip_bad_images`` (default False:
-        a file that cannot be read or decoded stops iteration with a
-        `tf.errors.InvalidArgumentError` naming it; True drops it and prints
-        its path and the running count of skipped files to stderr). With
-        ``decode=False`` only unreadable files are caught here; bad image
-        bytes fail where the pipeline decodes them.
+        Image-folder trees (imagenet2012, cifar10, image_folder):
+        ``skip_bad_images`` (default False: a file that cannot be read or
+        decoded stops iteration with a `tf.errors.InvalidArgumentError`
+        naming it; True drops it and prints its path and the running count
+        of skipped files to stderr; cifar10's binary batches and tfds have
+        no image files and ignore it). With imagenet2012's ``decode=False``
+        only unreadable files are caught here; bad image bytes fail where
+        the pipeline decodes them.
         synthetic: ``image_size`` (default 256, square images),
         ``num_classes`` (default 1000), ``num_examples`` (per split; default
         1281 for train and 128 for test), ``seed`` (default 0; same seed,
@@ -184,12 +221,24 @@ def source(dataset, data_dir=None, **source_options):
     if dataset == "cifar10_sample":
         return Cifar10SampleSource()
     directory, origin = _resolve_data_dir(data_dir)
+    skip_bad_images = bool(options.get("skip_bad_images"))
+    if dataset == "image_folder":
+        if directory is None:
+            raise DataError(
+                f"dataset 'image_folder' needs a data dir: pass --data_dir (data_dir=) or set "
+                f"${DATA_DIR_ENV} to a folder holding train/<class>/<image> (and test/<class>/<image> "
+                f"when there is a test set)."
+            )
+        return GenericImageFolderSource(directory, origin, skip_bad_images=skip_bad_images)
     if dataset == "cifar10" and directory is not None:
+        _check_folder(directory, "CIFAR-10", origin)
+        if _is_cifar10_tree(directory):
+            return Cifar10FolderSource(directory, skip_bad_images=skip_bad_images)
         return Cifar10BinarySource(directory, origin)
     if dataset == "imagenet2012" and directory is not None and _is_image_folder(directory, origin):
-        return ImageFolderSource(directory, skip_bad_images=bool(options.get("skip_bad_images")))
-    # skip_bad_images is accepted for imagenet2012 whichever way it is read, and
-    # means nothing to tfds, which re-encodes the bad files when preparing.
+        return ImageFolderSource(directory, skip_bad_images=skip_bad_images)
+    # skip_bad_images is accepted for cifar10 and imagenet2012 whichever way they are
+    # read, and means nothing to tfds, which re-encodes the bad files when preparing.
     tfds_options = {name: value for name, value in options.items() if name != "skip_bad_images"}
     return TfdsSource(dataset, data_dir=directory, **tfds_options)
 
@@ -222,7 +271,8 @@ class Source:
       reads_files: False for the sources that ignore ``data_dir``
         (cifar10_sample, synthetic).
 
-    Subclasses implement `_info` and `_load`.
+    Subclasses implement `_info` and `_load`, and `_labels` where the labels
+    can be had without reading the images.
     """
 
     name = None
@@ -252,15 +302,28 @@ class Source:
           split: one of ``SPLITS[name]``: "train" or "test" ("train" or
             "validation" for imagenet2012, where "test" is accepted as an
             alias of "validation", see `SPLIT_ALIASES`).
-          decode: False makes JPEG-backed sources (imagenet2012) yield the
-            encoded file bytes (tf.string ``[]``) instead of the image, so
-            that the pipeline can decode and crop in one step
-            (`tf.io.decode_and_crop_jpeg`). Image-folder files are passed on
-            as they are: check `tf.io.is_jpeg` before using a JPEG-only
-            decoder (ImageNet's training set holds one PNG named ``.JPEG``).
-            No effect on cifar10, cifar10_sample and synthetic.
+          decode: False makes JPEG-backed sources (imagenet2012, where
+            `DatasetInfo.encoded` is True) yield the encoded file bytes
+            (tf.string ``[]``) instead of the image, so that the pipeline
+            can decode and crop in one step (`tf.io.decode_and_crop_jpeg`).
+            Image-folder files are passed on as they are: check
+            `tf.io.is_jpeg` before using a JPEG-only decoder (ImageNet's
+            training set holds one PNG named ``.JPEG``). No effect on the
+            other sources, which always yield decoded images.
         """
         return self._load(_canonical_split(self.name, split), decode)
+
+    def labels(self, split):
+        """The labels of a split, in `load` order, as an int64 numpy array; None where that is not cheap.
+
+        Read without decoding any image: image-folder trees take them from
+        their file list (None with ``skip_bad_images``, since which files
+        fail is only known by decoding them), CIFAR-10 binary batches read
+        each record's label byte. tensorflow-datasets and synthetic data
+        return None. A bad split name, or a split whose files are missing,
+        raises `DataError` as `load` does.
+        """
+        return self._labels(_canonical_split(self.name, split))
 
     def test_split(self):
         """The labelled held-out split to report a test error on, or None when it is absent here.
@@ -277,6 +340,10 @@ class Source:
     def _load(self, split, decode):
         """``split`` is already one of ``SPLITS[self.name]``."""
         raise NotImplementedError
+
+    def _labels(self, split):
+        """``split`` is already one of ``SPLITS[self.name]``; None: not available cheaply."""
+        return None
 
     def __repr__(self):
         return f"{type(self).__name__}(name={self.name!r}, data_dir={self.data_dir!r})"
@@ -374,6 +441,13 @@ class Cifar10BinarySource(Source):
     def _load(self, split, decode):
         return _read_cifar10_split(self._folder, split)
 
+    def _labels(self, split):
+        # Each record's first byte, without reading the pixels into Python.
+        return np.concatenate([
+            np.memmap(file, np.uint8, mode="r").reshape(-1, CIFAR10_RECORD_BYTES)[:, 0].astype(np.int64)
+            for file in _cifar10_split_files(self._folder, split)
+        ])
+
 
 class Cifar10SampleSource(Cifar10BinarySource):
     """The CIFAR-10 records shipped in `SAMPLE_CIFAR10_DIR`; ignores ``data_dir``."""
@@ -411,6 +485,11 @@ def _scan_cifar10_folder(path, origin):
         # The Python and MATLAB downloads use the same names without ".bin".
         other_version = " (this looks like the Python or MATLAB version; use cifar-10-binary.tar.gz)"
         hint = other_version if (path / "data_batch_1").exists() or (path / "data_batch_1.mat").exists() else ""
+        if not hint and any((path / folder_name).is_dir() for folder_name in CIFAR10_FOLDER_SPLITS.values()):
+            hint = (
+                " (nor an image-folder tree: train/ and test/ need one subfolder per class, "
+                "train/<class>/<image>, named after the CIFAR-10 classes)"
+            )
         raise DataError(
             f"no CIFAR-10 binary batches in {path} (from {origin}): expected data_batch_1.bin … "
             f"data_batch_5.bin and {CIFAR10_TEST_FILE}, found {_describe_contents(path)}{hint}."
@@ -453,14 +532,18 @@ def _cifar10_class_names(path):
     return names
 
 
-def _read_cifar10_split(folder, split):
+def _cifar10_split_files(folder, split):
     if split not in folder.split_files:
         needed = "data_batch_*.bin" if split == "train" else CIFAR10_TEST_FILE
         raise DataError(
             f"CIFAR-10 split {split!r} needs {needed}, which is missing from {folder.path}; "
             f"found {_describe_contents(folder.path)}."
         )
-    files = [str(file) for file in folder.split_files[split]]
+    return folder.split_files[split]
+
+
+def _read_cifar10_split(folder, split):
+    files = [str(file) for file in _cifar10_split_files(folder, split)]
     records = tf.data.FixedLengthRecordDataset(files, CIFAR10_RECORD_BYTES)
     dataset = records.map(_decode_cifar10_record, num_parallel_calls=tf.data.AUTOTUNE)
     # The count is known from the file sizes; telling tf.data lets callers
@@ -477,42 +560,165 @@ def _decode_cifar10_record(record):
 
 
 # ---------------------------------------------------------------------------
-# Image folders (ImageNet as train/<class>/<image>, validation/<class>/<image>)
+# Image-folder trees: <split>/<class>/<image>, for imagenet2012, cifar10 and image_folder
 
 
-class ImageFolderSource(Source):
-    """ImageNet as an image-folder tree: ``train/<class>/<image>``, ``validation/<class>/<image>``.
+class FolderTreeSource(Source):
+    """An image-folder tree ``data_dir/<split folder>/<class>/<image>``: the shared reader.
 
-    ``path`` must hold train/ (`source` checks that before choosing this
-    source): its subfolders, in sorted order, are the classes of both splits.
+    Subclasses fix the tree's layout and how it is read (class attributes)
+    and pass the class list, in label order, to ``__init__``: a class's
+    label is its position in that list, in every split. Each split is
+    listed once (for `info`, `load` and `labels` alike): its class folders
+    in label order, then the files in name order; the training split is
+    then put in a fixed pseudo-random order (seed 0, the same on every
+    machine), so that its last records, the held-out validation part (see
+    `input_pipeline.split_holdout`), hold every class. Files are read (and
+    decoded) by `_read_image_files`, which names a file that cannot be read
+    or decoded, or skips it with ``skip_bad_images``.
+
+    Class attributes:
+      split_folders: split -> the folder holding it.
+      kind: what the tree holds, for error messages ("ImageNet", ...).
+      class_rule: how class folders must be named, for error messages.
+      encoded: True: ``load(split, decode=False)`` yields the files' bytes
+        (`DatasetInfo.encoded`); False: images are always decoded.
+      cache_decoded: keep a split's decoded images in memory after their
+        first full pass (`_cached_in_memory`); only for small images.
     """
 
-    name = "imagenet2012"
+    split_folders = {}
+    kind = "image-folder"
+    class_rule = "named as in train/"
+    encoded = False
+    cache_decoded = False
 
-    def __init__(self, path, *, skip_bad_images=False):
+    def __init__(self, path, class_names, *, skip_bad_images=False):
         self.data_dir = str(path)
         self.skip_bad_images = bool(skip_bad_images)
         self._path = pathlib.Path(path)
-        self._class_names = _image_folder_classes(self._path)
+        self._class_names = tuple(class_names)
         self._split_files = {}
 
     def _files(self, split):
         # ImageNet's train/ holds 1.28 million files: list each split once, for info() and load() both.
         if split not in self._split_files:
-            self._split_files[split] = _image_folder_files(self._path, split, self._class_names)
+            self._split_files[split] = _image_folder_files(self, split)
         return self._split_files[split]
 
     def _info(self):
         split_sizes = {
             split: len(self._files(split)[0])
-            for split, folder_name in IMAGENET_FOLDER_SPLITS.items()
+            for split, folder_name in self.split_folders.items()
             if (self._path / folder_name).is_dir()
         }
-        return DatasetInfo(self.name, len(self._class_names), self._class_names, split_sizes, encoded=True)
+        return DatasetInfo(
+            self.name, len(self._class_names), self._class_names, split_sizes, encoded=self.encoded
+        )
 
     def _load(self, split, decode):
         paths, labels = self._files(split)
-        return _read_image_files(paths, labels, decode=decode, skip_bad_images=self.skip_bad_images)
+        dataset = _read_image_files(
+            paths, labels, decode=decode or not self.encoded, skip_bad_images=self.skip_bad_images
+        )
+        if self.cache_decoded:
+            dataset = _cached_in_memory(dataset, None if self.skip_bad_images else len(paths))
+        return dataset
+
+    def _labels(self, split):
+        if self.skip_bad_images:
+            return None  # which files fail to decode is only known by reading them
+        return np.asarray(self._files(split)[1], np.int64)
+
+    def _unknown_classes_message(self, split_dir, unknown):
+        """The error for class folders of ``split_dir`` that are not in the class list."""
+        return (
+            f"{split_dir} has class folder(s) not in train/: {_name_list(unknown)}; "
+            f"labels come from train/'s {len(self._class_names)} classes."
+        )
+
+
+class ImageFolderSource(FolderTreeSource):
+    """ImageNet as an image-folder tree: ``train/<class>/<image>``, ``validation/<class>/<image>``.
+
+    ``path`` must hold train/ (`source` checks that before choosing this
+    source): its subfolders, in sorted order, are the classes of both
+    splits. The images stay encoded with ``decode=False`` (for the
+    pipeline's decode-and-crop) and are not cached.
+    """
+
+    name = "imagenet2012"
+    split_folders = IMAGENET_FOLDER_SPLITS
+    kind = "ImageNet"
+    encoded = True
+
+    def __init__(self, path, *, skip_bad_images=False):
+        super().__init__(path, _image_folder_classes(pathlib.Path(path)), skip_bad_images=skip_bad_images)
+
+
+class Cifar10FolderSource(FolderTreeSource):
+    """CIFAR-10 as an image-folder tree: ``train/<class>/<image>``, ``test/<class>/<image>``.
+
+    Class folders are named after the CIFAR-10 classes, and a class's label
+    is its index in the official order (`CIFAR10_CLASS_NAMES`: airplane 0 …
+    truck 9), whichever folders are present, so a partial tree keeps the
+    official labels and `DatasetInfo` always lists all ten classes. A folder
+    with another name is refused when the source is made. Either split may
+    be absent. Images are decoded (any size; grayscale and RGBA become RGB)
+    and, being small (CIFAR-10's 50,000 32x32 images are about 150 MB), kept
+    in memory after their first full pass: later epochs read no files.
+    """
+
+    name = "cifar10"
+    split_folders = CIFAR10_FOLDER_SPLITS
+    kind = "CIFAR-10"
+    class_rule = f"named after a CIFAR-10 class ({', '.join(CIFAR10_CLASS_NAMES)})"
+    cache_decoded = True
+
+    def __init__(self, path, *, skip_bad_images=False):
+        super().__init__(path, CIFAR10_CLASS_NAMES, skip_bad_images=skip_bad_images)
+        # Refuse a wrong folder name now, before a run sets anything up: this lists folders, not files.
+        for folder_name in self.split_folders.values():
+            split_dir = self._path / folder_name
+            if split_dir.is_dir():
+                unknown = [name for name in _class_folder_names(split_dir) if name not in CIFAR10_CLASS_NAMES]
+                if unknown:
+                    raise DataError(self._unknown_classes_message(split_dir, unknown))
+
+    def _unknown_classes_message(self, split_dir, unknown):
+        return (
+            f"{split_dir} has folder(s) that are not CIFAR-10 classes: {_name_list(unknown)}; "
+            f"class folders must be named {', '.join(CIFAR10_CLASS_NAMES)} (the label is the "
+            f"position in that list)."
+        )
+
+
+class GenericImageFolderSource(FolderTreeSource):
+    """A user's own images: ``train/<class>/<image>`` and, when present, ``test/<class>/<image>``.
+
+    The classes are train/'s subfolders in sorted order; test/ may hold
+    fewer of them. Images may have any size and any format that
+    `tf.io.decode_image` reads (JPEG, PNG, GIF: its first frame, BMP);
+    grayscale and RGBA images become RGB. They are decoded as they are read,
+    not cached (their size is unknown): yielded as ``uint8 [H, W, 3]``, so
+    that the trainer computes the training set's statistics from them, as
+    for CIFAR-10.
+    """
+
+    name = "image_folder"
+    split_folders = IMAGE_FOLDER_SPLITS
+    kind = "image_folder"
+
+    def __init__(self, path, origin="data_dir", *, skip_bad_images=False):
+        path = pathlib.Path(path)
+        _check_folder(path, "image_folder data", origin)
+        if not (path / "train").is_dir():
+            raise DataError(
+                f"{path} (from {origin}) has no train/ folder: dataset 'image_folder' reads "
+                f"train/<class>/<image> (and test/<class>/<image> when present); "
+                f"found {_describe_contents(path)}."
+            )
+        super().__init__(path, _image_folder_classes(path), skip_bad_images=skip_bad_images)
 
 
 def _is_image_folder(directory, origin):
@@ -532,11 +738,28 @@ def _is_image_folder(directory, origin):
     return False
 
 
+def _is_cifar10_tree(directory):
+    """True when ``directory`` holds train/<class>/ or test/<class>/ folders (not binary batches)."""
+    return any(
+        (directory / folder_name).is_dir() and _class_folder_names(directory / folder_name)
+        for folder_name in CIFAR10_FOLDER_SPLITS.values()
+    )
+
+
+def _class_folder_names(folder):
+    """The subfolders of ``folder`` (hidden ones left out), sorted."""
+    return sorted(
+        entry.name for entry in os.scandir(folder) if entry.is_dir() and not entry.name.startswith(".")
+    )
+
+
+def _name_list(names, limit=5):
+    return f"{', '.join(names[:limit])}{' …' if len(names) > limit else ''}"
+
+
 def _image_folder_classes(directory):
     train = directory / "train"
-    classes = sorted(
-        entry.name for entry in os.scandir(train) if entry.is_dir() and not entry.name.startswith(".")
-    )
+    classes = _class_folder_names(train)
     if not classes:
         raise DataError(
             f"{train} has no class subfolders (expected train/<class>/<image>); "
@@ -545,37 +768,36 @@ def _image_folder_classes(directory):
     return tuple(classes)
 
 
-def _image_folder_files(directory, split, class_names):
-    """File paths and labels of a split.
+def _image_folder_files(tree, split):
+    """File paths and labels of a split of ``tree`` (a `FolderTreeSource`).
 
-    Validation: class order, then file-name order. Train: that list in a fixed
+    Test/validation: class order, then file-name order. Train: that list in a fixed
     pseudo-random order (seed 0, the same on every machine), because a
     class-sorted training split would put whole classes into the held-out
     validation part (its last records) and leave a shuffle buffer only a few
     classes to mix.
     """
-    split_dir = directory / IMAGENET_FOLDER_SPLITS[split]
+    directory = tree._path
+    split_dir = directory / tree.split_folders[split]
     if not split_dir.is_dir():
         raise DataError(
-            f"ImageNet split {split!r} needs the folder {split_dir}, which is missing; "
+            f"{tree.kind} split {split!r} needs the folder {split_dir}, which is missing; "
             f"{directory} contains {_describe_contents(directory)}."
         )
     entries = list(os.scandir(split_dir))
     loose_images = [e.name for e in entries if e.is_file() and e.name.lower().endswith(IMAGE_EXTENSIONS)]
     if loose_images:
-        # The official validation tar is flat; its labels are in the devkit.
+        # The official ImageNet validation tar is flat; its labels are in the devkit.
         raise DataError(
             f"{split_dir} holds images directly (e.g. {sorted(loose_images)[0]}); expected one "
-            f"subfolder per class ({split}/<class>/<image>), named as in train/."
+            f"subfolder per class ({split_dir.name}/<class>/<image>), {tree.class_rule}."
         )
-    label_of = {name: label for label, name in enumerate(class_names)}
-    split_classes = sorted(e.name for e in entries if e.is_dir() and not e.name.startswith("."))
+    label_of = {name: label for label, name in enumerate(tree._class_names)}
+    # Label order: the class list's, whatever the folder names' sorted order.
+    split_classes = sorted(_class_folder_names(split_dir), key=lambda name: label_of.get(name, -1))
     unknown = [name for name in split_classes if name not in label_of]
     if unknown:
-        raise DataError(
-            f"{split_dir} has class folder(s) not in train/: {', '.join(unknown[:5])}"
-            f"{' …' if len(unknown) > 5 else ''}; labels come from train/'s {len(class_names)} classes."
-        )
+        raise DataError(tree._unknown_classes_message(split_dir, unknown))
     paths, labels = [], []
     for name in split_classes:
         class_dir = split_dir / name
@@ -598,6 +820,33 @@ def _image_folder_files(directory, split, class_names):
         random.Random(0).shuffle(order)
         paths, labels = [paths[i] for i in order], [labels[i] for i in order]
     return paths, labels
+
+
+def _cached_in_memory(dataset, count):
+    """``dataset`` kept in memory after one full pass, in the same order.
+
+    A plain ``dataset.cache()`` is only kept when one iterator reads it to
+    the end; `input_pipeline.split_holdout` takes the first records of a
+    split (``take``), and a partly read cache is thrown away, so epochs
+    would keep reading files. Here the first element is yielded only after
+    a full pass has filled the cache (a filter that keeps nothing), and
+    every element comes from the filled cache. The filling pass costs each
+    later pass a scan of the cached labels (about 0.1 s for CIFAR-10's
+    50,000; batched, as filtering each element would take ten times
+    longer). ``count``: the number of elements, when it is known exactly.
+    """
+    cached = dataset.cache()
+    filled = (
+        cached.map(lambda image, label: label)
+        .batch(1024)
+        .filter(lambda labels: tf.constant(False))
+        # Never called (nothing passes the filter): gives the elements' structure, for concatenate.
+        .map(lambda labels: (tf.zeros([0, 0, 3], tf.uint8), tf.constant(0, tf.int64)))
+    )
+    dataset = filled.concatenate(cached)
+    if count is not None:
+        dataset = dataset.apply(tf.data.experimental.assert_cardinality(count))
+    return dataset
 
 
 def _read_image_files(paths, labels, *, decode, skip_bad_images):

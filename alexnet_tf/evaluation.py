@@ -63,29 +63,37 @@ class CheckpointError(OSError):
 
 @dataclasses.dataclass(frozen=True)
 class TrainedRun:
-    """A checkpoint and the run it belongs to: what is needed to rebuild its model."""
+    """A checkpoint and the run it belongs to: what is needed to rebuild its model.
+
+    `class_names` is None for a run from before they were recorded (classes.json):
+    then the data it is used with gives the class count, and `run_class_names` reads
+    the names from the run's own dataset.
+    """
 
     run: Run
     checkpoint: pathlib.Path
     config: config_lib.TrainConfig
-    class_names: tuple
+    class_names: tuple | None
 
     @property
     def num_classes(self):
-        return len(self.class_names)
+        return None if self.class_names is None else len(self.class_names)
 
-    @property
-    def run_dir(self):
-        return self.run.directory
+    def run_class_names(self):
+        """The class names, from the run's record or else from its dataset (which must be reachable)."""
+        if self.class_names is not None:
+            return self.class_names
+        return self.source(self.config.dataset, self.config.data_dir).info().class_names
 
     def stats(self):
         """The training-set statistics the run prepared its images with."""
         return self.run.load_stats()
 
-    def build_model(self):
-        """The run's net with the checkpoint's weights, in float32 for inference."""
+    def build_model(self, num_classes=None):
+        """The run's net with the checkpoint's weights, in float32 for inference
+        (`num_classes` only for a run that did not record its classes)."""
         with _float32_policy():
-            model = model_lib.build_for(self.config, self.num_classes)
+            model = model_lib.build_for(self.config, self.num_classes or num_classes)
         try:
             model.load_weights(self.checkpoint)
         except (ValueError, OSError) as error:
@@ -113,11 +121,7 @@ def load_trained(path):
     """The `TrainedRun` of a run directory (its best checkpoint) or of a weights file in a
     run's checkpoints/ folder. Builds nothing."""
     run, checkpoint = Run.find(path)
-    config = run.config()
-    class_names = run.class_names()
-    if class_names is None:  # a run from before classes.json: its dataset names them
-        class_names = data.source_for(config).info().class_names
-    return TrainedRun(run, checkpoint, config, tuple(class_names))
+    return TrainedRun(run, checkpoint, run.config(), run.class_names())
 
 
 def evaluate_checkpoint(checkpoint, dataset=None, data_dir=None, split="test", ten_crop=False, batch_size=100):
@@ -147,21 +151,24 @@ def evaluate_checkpoint(checkpoint, dataset=None, data_dir=None, split="test", t
         dataset = config.dataset
         if data_dir is not None and dataset == "cifar10_sample":
             dataset = "cifar10"  # the sample's run on another folder of CIFAR-10 binary batches
+    given_data_dir = data_dir
     if data_dir is None and dataset == config.dataset:
         data_dir = config.data_dir
     source = trained.source(dataset, data_dir)
-    if data_dir is not None and not source.reads_files:
-        raise ValueError(f"dataset {dataset!r} reads no files, so --data_dir={data_dir} would be ignored.")
+    if given_data_dir is not None and not source.reads_files:
+        raise ValueError(f"dataset {dataset!r} reads no files, so --data_dir={given_data_dir} would be ignored.")
 
     info = source.info()
-    if info.num_classes != trained.num_classes:
+    if trained.num_classes is not None and info.num_classes != trained.num_classes:
         raise ValueError(
             f"dataset {dataset!r} has {info.num_classes} classes but the checkpoint's model has "
-            f"{trained.num_classes} outputs (run {trained.run_dir} trained on {config.dataset!r})."
+            f"{trained.num_classes} outputs (run {trained.run.directory} trained on {config.dataset!r})."
         )
     images = source.load(split, decode=not info.encoded)
     stats = trained.stats()
-    model = trained.build_model()
+    # A run without recorded classes is built for the data's; a checkpoint of another
+    # class count then fails to load, with a one-line error.
+    model = trained.build_model(info.num_classes)
     batches = input_pipeline.eval_dataset(
         images,
         batch_size=batch_size,

@@ -33,7 +33,7 @@ import json  # noqa: E402
 
 from absl import app, flags, logging  # noqa: E402
 
-from alexnet_tf import cli, serving  # noqa: E402
+from alexnet_tf import cli, run  # noqa: E402
 
 
 def format_predictions(predictions):
@@ -49,8 +49,8 @@ def format_predictions(predictions):
 def define_flags(flag_values=flags.FLAGS):
     fv = dict(flag_values=flag_values)
     flags.DEFINE_string(
-        "checkpoint", None, "A run directory (uses its checkpoints/best.weights.h5) or a *.weights.h5 file in a "
-        "run's checkpoints/ folder.", required=True, **fv)  # fmt: skip
+        "checkpoint", None, f"A run directory (uses its {run.CHECKPOINTS_DIR}/{run.BEST_WEIGHTS}) or a "
+        f"*{run.WEIGHTS_SUFFIX} file in a run's {run.CHECKPOINTS_DIR}/ folder.", required=True, **fv)  # fmt: skip
     flags.DEFINE_boolean("ten_crop", False, "Average the softmax over the paper's ten views of each image.", **fv)
     flags.DEFINE_string("export", None, "Also write a SavedModel (preprocessing included) to this new folder.", **fv)
     flags.DEFINE_boolean("verbose", False, "Show Python tracebacks on errors.", **fv)
@@ -62,6 +62,8 @@ def main(argv):
     if not FLAGS.verbose:
         logging.set_verbosity(logging.WARNING)
     with cli.one_line_errors(FLAGS.verbose):
+        from alexnet_tf import serving
+
         if not images and not FLAGS.export:
             raise ValueError("nothing to do: give image files to classify, or --export DIR.")
         # Refuse a missing image or a used export folder before building the model.

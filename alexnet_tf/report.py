@@ -31,6 +31,7 @@ SETTING_LABELS = {
     "activation": "activation",
     "init": "init",
     "learning_rate": "lr",
+    "lr_schedule": "schedule",
     "batch_size": "batch",
     "image_size": "size",
     "mixed_precision": "precision",
@@ -41,7 +42,7 @@ SETTING_LABELS = {
 
 
 @dataclasses.dataclass
-class Run:
+class FinishedRun:
     experiment: str
     name: str
     results: dict
@@ -103,7 +104,7 @@ def find_experiments(experiments_dir):
                 results = json.loads(results_path.read_text(encoding="utf-8"))
             except (OSError, json.JSONDecodeError) as error:
                 raise ValueError(f"{results_path} is not readable JSON ({error}); re-run that run or remove it.")
-            runs.append(Run(name, results_path.parent.name, results))
+            runs.append(FinishedRun(name, results_path.parent.name, results))
         if runs:
             studies, description, commands = read_header(flagfile)
             found.append(Experiment(name, description, commands, studies or [name], runs))
@@ -148,9 +149,9 @@ class Figure1Ratio:
     (the paper chose each net's learning rate to make it train fastest)."""
 
     relu_epochs: int
-    relu_run: Run
+    relu_run: FinishedRun
     tanh_epochs: int | None  # None: no tanh run reached 25%
-    tanh_run: Run | None  # the fastest tanh run; or, when none reached 25%, the shortest one
+    tanh_run: FinishedRun | None  # the fastest tanh run; or, when none reached 25%, the shortest one
     tanh_min_epochs: int  # tanh's fastest run needs at least this many epochs
 
     @property
@@ -302,7 +303,8 @@ def _slug(title, taken):
 
 def plot_study(title, runs, path):
     """A PNG of the study's learning curves: training loss and validation top-1 error per
-    epoch, or the training error for the four-layer net (the paper's Figure 1)."""
+    epoch, or the training error for the four-layer net (the paper's Figure 1); and, when the
+    runs recorded it, validation top-1 error against wall-clock minutes (time to accuracy)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -314,20 +316,24 @@ def plot_study(title, runs, path):
         panels = [("top1_error", "training error rate", (0, 1))]
     else:
         panels = [("loss", "training loss", (0, None)), ("val_top1_error", "validation top-1 error", (0, 1))]
+        if any(run.curves.get("wall_minutes") for run in runs):
+            panels.append(("val_top1_error", "validation top-1 error", (0, 1), "wall_minutes"))
     figure, all_axes = pyplot.subplots(1, len(panels), figsize=(7 * len(panels), 4.2), dpi=100, squeeze=False)
-    for axes, (key, label, limits) in zip(all_axes[0], panels):
+    for axes, (key, label, limits, *x_key) in zip(all_axes[0], panels):
         for run in runs:
             curve = [math.nan if value is None else value for value in run.curves.get(key) or []]
-            if not curve:
+            x = run.curves.get(x_key[0]) if x_key else range(1, len(curve) + 1)
+            if not curve or not x:
                 continue
             settings = ", ".join(f"{SETTING_LABELS[k]}={_setting(run.hparams.get(k))}" for k in varied)
             style = "--" if run.hparams.get("activation") == "tanh" else "-"
             axes.plot(
-                range(1, len(curve) + 1), curve, style, label=f"{run.label}" + (f" ({settings})" if settings else "")
-            )
+                [math.nan if value is None else value for value in x], curve, style,
+                label=f"{run.label}" + (f" ({settings})" if settings else ""),
+            )  # fmt: skip
         if four_layer:
             axes.axhline(FIGURE1_TRAIN_ERROR, color="grey", linewidth=0.8)
-        axes.set_xlabel("epoch")
+        axes.set_xlabel("wall-clock minutes" if x_key else "epoch")
         axes.set_ylabel(label)
         axes.set_ylim(*limits)
         axes.grid(alpha=0.3)

@@ -17,8 +17,9 @@ flags.txt lacks takes its default), and otherwise starts `run<N+1>`. With a
 name, it continues that run if it is unfinished and was started with the
 same configuration, starts it if it does not exist, and refuses otherwise.
 
-Every file is written beside its destination and renamed over it, so a kill
-mid-write never leaves a half-written file in the run's place.
+The files a kill must not leave half-written (flags.txt, classes.json,
+stats.json, results.json, the checkpoints, the resume state) are written
+beside their destination and renamed over it.
 """
 
 import csv
@@ -60,24 +61,30 @@ class RunError(ValueError):
     """A run directory that cannot be used for this command."""
 
 
-def write_atomically(path, contents):
-    """Writes text or bytes to `path` through a temporary file renamed over it."""
+def write_atomically(path, text):
+    """Writes `text` to `path` through a temporary file renamed over it."""
     path = pathlib.Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    if isinstance(contents, bytes):
-        tmp.write_bytes(contents)
-    else:
-        tmp.write_text(contents)
+    tmp.write_text(text)
     tmp.replace(path)
 
 
 def config_differences(recorded, requested):
     """The flags on which two `TrainConfig`s differ, as '--name=recorded (this command: requested)'."""
     return [
-        f"--{field.name}={getattr(recorded, field.name)} (this command: {getattr(requested, field.name)})"
+        f"{_as_flag(field.name, getattr(recorded, field.name))} (this command: "
+        f"{_as_flag(field.name, getattr(requested, field.name), value_only=True)})"
         for field in dataclasses.fields(config_lib.TrainConfig)
         if getattr(recorded, field.name) != getattr(requested, field.name)
     ]
+
+
+def _as_flag(name, value, value_only=False):
+    if isinstance(value, bool):
+        return f"--{name}" if value else f"--no{name}"
+    if value is None:
+        return f"--{name} unset"
+    return str(value) if value_only else f"--{name}={value}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,6 +137,8 @@ class Run:
             run = cls(experiment_dir / name)
             if not run.directory.exists():
                 return Choice(run, False)
+            if not run.flags_file.is_file():
+                raise RunError(f"{run.directory} exists but is not a run (it has no {FLAGS_FILE}); pick another --run name.")
             if run.is_finished():
                 raise RunError(
                     f"run {run.directory} has already finished (see its {RESULTS_FILE}); "

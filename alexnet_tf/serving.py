@@ -135,15 +135,10 @@ def load_predictor(checkpoint, ten_crop=False):
         trained.stats(),
         image_size=trained.config.image_size,
         mean=trained.config.mean,
-        class_names=trained.class_names,
+        class_names=trained.run_class_names(),
         ten_crop=ten_crop,
         checkpoint=str(trained.checkpoint),
     )
-
-
-def read_image(path):
-    """Decodes an image file to uint8 [H, W, 3] (RGB); `DataError` if it is not a decodable image."""
-    return _decode(pathlib.Path(path), pathlib.Path(path).read_bytes()).numpy()
 
 
 def _decode(path, encoded):

@@ -29,7 +29,7 @@ def main(argv):
     from alexnet_tf import training
 
     with cli.one_line_errors(FLAGS.verbose):
-        training.train(config.config_from_flags(FLAGS), run=FLAGS.run)
+        training.train(config.config_from_flags(FLAGS), run_name=FLAGS.run)
 
 
 if __name__ == "__main__":

@@ -5,9 +5,12 @@
 directory's layout and the resume rules belong to `alexnet_tf.run`.
 """
 
+import collections
 import dataclasses
 import math
+import os
 import pathlib
+import shutil
 import statistics
 import sys
 import tempfile
@@ -23,14 +26,16 @@ from alexnet_tf.optim import SGDCoupledWeightDecay
 from alexnet_tf.run import Run
 
 MONITOR = "val_top1_error"
-CURVE_KEYS = ("loss", "top1_error", "top5_error", "val_loss", "val_top1_error", "val_top5_error", "learning_rate")
+CURVE_KEYS = (
+    "loss", "top1_error", "top5_error", "val_loss", "val_top1_error", "val_top5_error", "learning_rate", "wall_minutes",
+)  # fmt: skip
 
 
-def train(config, *, run=None, devices=None, verbose=None):
+def train(config, *, run_name=None, devices=None, verbose=None):
     """Trains the net `config` describes; returns the results written to results.json
     (None on a multi-worker run's non-chief workers, which write no run files).
 
-    `run` names the run directory (default: continue or start one, see `alexnet_tf.run`).
+    `run_name` names the run directory (default: continue or start one, see `alexnet_tf.run`).
     `devices` (mirrored strategy only) pins the replicas, e.g. two logical CPUs in tests.
     """
     wall_start = time.time()
@@ -39,18 +44,19 @@ def train(config, *, run=None, devices=None, verbose=None):
     source = data.source_for(config)
     if config.data_dir is None and source.data_dir is not None:
         # Record the folder the environment chose, so that the run's flags.txt reproduces it.
-        config = dataclasses.replace(config, data_dir=source.data_dir)
+        config = dataclasses.replace(config, data_dir=os.environ[data.DATA_DIR_ENV])
     info = source.info()
     num_train, num_validation = holdout_sizes(info, config.validation_fraction)
     steps_per_epoch = steps_per_epoch_for(config, num_train, strategy.num_replicas_in_sync)
 
-    run, resumed, writer = open_run(config, run, info.class_names)
+    run, resumed, writer = open_run(config, run_name, info.class_names)
     set_seeds_and_precision(config)
     train_part, validation_part = input_pipeline.split_holdout(
         source.load("train", decode=not info.encoded), info.split_sizes["train"], config.validation_fraction
     )
     stats = training_stats(config, run, train_part if not info.encoded else None)
     print(f"Dataset {config.dataset}: {num_train} training, {num_validation} validation examples; {stats.summary()}")
+    print_validation_classes(source, info, num_train)
 
     def make_train_data():
         return input_pipeline.train_dataset(
@@ -72,11 +78,12 @@ def train(config, *, run=None, devices=None, verbose=None):
     monitor = MONITOR if validation_data is not None else "top1_error"
 
     with strategy.scope():
-        model = compile_model(model_lib.build_for(config, info.num_classes), config)
+        model = compile_model(model_lib.build_for(config, info.num_classes), config, steps_per_epoch)
     distribute.prepare_model_for(config.strategy, model)
     state = restore(run, model, strategy) if resumed else None
 
-    callbacks = training_callbacks(config, run, writer, monitor, state)
+    callbacks = training_callbacks(config, run, writer, monitor, state, wall_start)
+    callbacks.append(callbacks_lib.PlateauWarning(info.num_classes, steps_per_epoch))
     if run is writer:  # the chief
         # From a pipeline of its own: iterating the training data here would advance its seeds
         # on the chief only, and workers must all build the same global batches.
@@ -146,7 +153,7 @@ def training_stats(config, run, train_part):
     `train_part` is None for sources of encoded images, which use ImageNet's published values."""
     if run.has_stats():
         return run.load_stats()
-    if config.dataset == "imagenet2012" or train_part is None:
+    if train_part is None:  # encoded ImageNet images: the published values
         stats = preprocessing.IMAGENET_STATS
     else:
         print(f"Computing the training set's mean and PCA eigen-pairs on up to {config.stats_images} images...", flush=True)
@@ -190,10 +197,39 @@ def eval_batch_size(num_examples, batch_size, replicas):
     return None
 
 
-def compile_model(model, config):
+def print_validation_classes(source, info, num_train):
+    """One line with the held-out part's images per class, when the source knows its labels cheaply."""
+    labels = source.labels("train")
+    if labels is None or len(labels) <= num_train:
+        return
+    counts = collections.Counter(int(label) for label in labels[num_train:])
+    listed = ", ".join(f"{name} {counts.get(index, 0)}" for index, name in enumerate(info.class_names))
+    print(f"Validation images per class: {listed}", flush=True)
+
+
+def learning_rate_for(config, steps_per_epoch):
+    """The optimizer's learning rate: a value that the plateau rule lowers, or a cosine schedule
+    over the run's steps (after a linear warm-up from 0)."""
+    if config.lr_schedule == "plateau":
+        return config.learning_rate
+    total_steps = config.epochs * steps_per_epoch
+    warmup_steps = min(round(config.warmup_epochs * steps_per_epoch), total_steps)
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0 if warmup_steps else config.learning_rate,
+        decay_steps=max(1, total_steps - warmup_steps),
+        warmup_target=config.learning_rate if warmup_steps else None,
+        warmup_steps=warmup_steps,
+    )
+
+
+def compile_model(model, config, steps_per_epoch=None):
+    if config.lr_schedule != "plateau" and steps_per_epoch is None:
+        raise ValueError(f"--lr_schedule={config.lr_schedule} needs the number of steps per epoch.")
     model.compile(
         optimizer=SGDCoupledWeightDecay(
-            learning_rate=config.learning_rate, momentum=config.momentum, coupled_weight_decay=config.weight_decay
+            learning_rate=learning_rate_for(config, steps_per_epoch),
+            momentum=config.momentum,
+            coupled_weight_decay=config.weight_decay,
         ),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=[evaluation.TopKError(k=1, name="top1_error"), evaluation.TopKError(k=5, name="top5_error")],
@@ -213,37 +249,38 @@ def restore(run, model, strategy):
     return state
 
 
-def training_callbacks(config, run, writer, monitor, state):
+def training_callbacks(config, run, writer, monitor, state, wall_start):
     """The callbacks every worker runs. On each epoch's end they act in list order: the
     learning-rate decision, the checkpoints, then the resume state, which records both (the
     logging callbacks come after it). The state write is the slow step: after it, a kill can
     only cost an epoch's log lines (a few ms of writes), never make an epoch run twice in the logs."""
     state = state or {}
-    schedule = callbacks_lib.PlateauSchedule(
-        monitor=monitor,
-        mode="min",
-        factor=0.1,
-        patience=config.lr_patience,
-        min_lr=config.learning_rate * 0.1**config.lr_drops,
-        verbose=1,
-        restored=_finite(state.get("schedule")),
-    )
+    if config.lr_schedule == "plateau":
+        schedule = callbacks_lib.PlateauSchedule(
+            monitor=monitor,
+            mode="min",
+            factor=0.1,
+            patience=config.lr_patience,
+            min_lr=config.learning_rate * 0.1**config.lr_drops,
+            verbose=1,
+            restored=state.get("schedule") or callbacks_lib.PlateauSchedule.counters_from(
+                state.get("monitor_values"), config.lr_patience, config.lr_drops
+            ),
+        )
+    else:  # the schedule is a function of the optimizer's step count, which the state restores
+        schedule = callbacks_lib.LearningRateLog()
+    done = [row for row in run.read_history() if row.get("epoch", math.inf) < state.get("epoch", 0)]
+    minutes_before = done[-1].get("wall_minutes", 0.0) if done else 0.0
     best_checkpoint = callbacks_lib.AtomicWeights(writer, writer.best_weights, monitor=monitor, best_so_far=state.get("best"))
     return [
         callbacks_lib.StopOnNonFiniteLoss(writer),
         callbacks_lib.Throughput(config.batch_size),
+        callbacks_lib.WallClock(wall_start, minutes_before),
         schedule,
         best_checkpoint,
         callbacks_lib.AtomicWeights(writer, writer.latest_weights),
         callbacks_lib.ResumableState(writer, best_checkpoint, schedule),
     ]
-
-
-def _finite(counters):
-    """Schedule counters as saved (an infinite best is saved as None) back to their values."""
-    if not counters:
-        return None
-    return {**counters, "best": math.inf if counters.get("best") is None else counters["best"]}
 
 
 def logging_callbacks(config, run, augmented_images, stats):
@@ -286,8 +323,6 @@ def finish(config, run, writer, source, info, monitor, eval_kwargs, wall_start):
     the best checkpoint on the test split and writes results.json."""
     writer.drop_resume_state()
     if run is not writer:
-        import shutil
-
         shutil.rmtree(writer.directory, ignore_errors=True)
         return None
     results = results_of(config, run, monitor, wall_start)
@@ -303,7 +338,7 @@ def finish(config, run, writer, source, info, monitor, eval_kwargs, wall_start):
         print(f"Dataset {config.dataset!r} has no test split here: no test error recorded.")
     run.write_results(results)
     print(f"Results: {run.results_file}")
-    print(f"TensorBoard: tensorboard --logdir {config.experiments_dir}")
+    print(f"Run {run.directory} finished; its curves: tensorboard --logdir {run.tensorboard_dir}", flush=True)
     return results
 
 

@@ -674,3 +674,48 @@ def test_source_info_is_computed_once(tmp_path):
     write_cifar10_folder(tmp_path, train_counts=(2,), test_count=1)
     src = data.source("cifar10", tmp_path)
     assert src.info() is src.info()
+
+
+# ---------------------------------------------------------------------------
+# Labels without decoding
+
+
+def test_binary_batches_labels_are_the_label_bytes_in_load_order(tmp_path):
+    contents = write_cifar10_folder(tmp_path, train_counts=(3, 2), test_count=4)
+    src = data.source("cifar10", tmp_path)
+    raw_splits = {
+        "train": contents["data_batch_1.bin"] + contents["data_batch_2.bin"],
+        "test": contents["test_batch.bin"],
+    }
+    for split, raw in raw_splits.items():
+        labels = src.labels(split)
+        assert labels.dtype == np.int64
+        assert labels.tolist() == list(raw[::RECORD_BYTES]) == as_lists(src.load(split))[1]
+
+
+def test_labels_of_a_missing_split_or_a_bad_name_are_errors(tmp_path):
+    write_cifar10_folder(tmp_path, train_counts=(2,), test_count=0)
+    src = data.source("cifar10", tmp_path)
+    with pytest.raises(DataError, match=r"'test' needs test_batch.bin, which is missing"):
+        src.labels("test")
+    with pytest.raises(DataError, match=r"split='dev' is not a split of cifar10"):
+        src.labels("dev")
+
+
+def test_embedded_sample_labels_match_load():
+    src = data.source("cifar10_sample")
+    assert src.labels("test").tolist() == as_lists(src.load("test"))[1]
+    assert len(src.labels("train")) == 1000
+
+
+def test_imagenet_folder_labels_match_load(image_folder):
+    src = data.source("imagenet2012", image_folder)
+    for split in ("train", "validation", "test"):
+        assert src.labels(split).tolist() == as_lists(src.load(split))[1]
+    assert data.source("imagenet2012", image_folder, skip_bad_images=True).labels("train") is None
+
+
+def test_sources_without_cheap_labels_return_none(tmp_path):
+    assert data.source("synthetic", num_examples=3).labels("train") is None
+    # Nothing is prepared or downloaded to answer.
+    assert data.source("cifar10", tfds_data_dir=str(tmp_path), download=False).labels("train") is None

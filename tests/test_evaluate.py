@@ -142,6 +142,20 @@ def test_data_that_does_not_fit_the_model_is_a_one_line_error(run_dir, capsys):
     assert code == cli.EXIT_USAGE and "reads no files" in err
 
 
+def test_a_run_without_recorded_classes_needs_only_the_data_it_is_evaluated_on(run_dir, tmp_path):
+    # As a run from before classes.json, trained on a CIFAR-10 folder that is no longer there.
+    run = copy_run(run_dir, tmp_path / "old")
+    flags_text = (run / run_lib.FLAGS_FILE).read_text().replace("--dataset=cifar10_sample", "--dataset=cifar10")
+    (run / run_lib.FLAGS_FILE).write_text(flags_text + "--data_dir=/nowhere/cifar10\n")
+    _, records = sample_records(20)
+    folder = write_cifar10_folder(tmp_path / "cifar10", records)
+
+    result = evaluation.evaluate_checkpoint(run, data_dir=str(folder), batch_size=10)
+
+    assert (result["dataset"], result["examples"]) == ("cifar10", 20)
+    assert 0.0 <= result["top1_error"] <= 1.0
+
+
 def evaluate_command(*args):
     return subprocess.run(
         [sys.executable, "-m", "alexnet_tf.evaluate", *map(str, args)],

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from alexnet_tf import report
-from alexnet_tf.report import Run
+from alexnet_tf.report import FinishedRun as Run
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 

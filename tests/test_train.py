@@ -397,3 +397,64 @@ def test_two_workers_on_localhost_train_together_and_only_the_chief_writes(tmp_p
     # Synchronous training: both workers logged the same losses.
     losses = [re.findall(r"(?<![\w])loss: (\S+)", out) for out in outputs]
     assert losses[0] == losses[1] and len(losses[0]) == 2
+
+
+def test_plateau_warning_says_once_when_the_loss_sits_at_chance(capsys):
+    warning = callbacks.PlateauWarning(num_classes=10, steps_per_epoch=100)
+    for epoch in range(2):
+        warning.on_epoch_begin(epoch)
+        for batch in range(100):
+            warning.on_train_batch_end(batch, {"loss": np.log(10) + 0.005})
+    printed = capsys.readouterr().out
+    assert printed.count("Warning: the training loss has stayed at ln(10) = 2.303") == 1
+    assert "for 50 steps of epoch 1" in printed and "--init=paper_bias0.1" in printed and "--learning_rate" in printed
+
+    learning = callbacks.PlateauWarning(num_classes=10, steps_per_epoch=100)
+    learning.on_epoch_begin(0)
+    for batch in range(100):
+        learning.on_train_batch_end(batch, {"loss": 2.2})
+    assert capsys.readouterr().out == ""
+
+
+def test_the_cosine_schedule_warms_up_then_decays_to_zero():
+    config = config_lib.TrainConfig(lr_schedule="cosine", learning_rate=0.02, warmup_epochs=2, epochs=10)
+    schedule = training.learning_rate_for(config, steps_per_epoch=10)
+    assert float(schedule(0)) == 0.0
+    assert float(schedule(10)) == pytest.approx(0.01)
+    assert float(schedule(20)) == pytest.approx(0.02)
+    assert float(schedule(60)) == pytest.approx(0.01, rel=1e-3)  # halfway through the decay
+    assert float(schedule(100)) == pytest.approx(0.0, abs=1e-9)
+    assert training.learning_rate_for(config_lib.TrainConfig(), steps_per_epoch=10) == 0.01
+    # A warm-up longer than the run is cut to the run.
+    short = dataclasses.replace(config, epochs=1)
+    assert float(training.learning_rate_for(short, steps_per_epoch=10)(10)) == pytest.approx(0.02)
+
+
+def test_warmup_needs_the_cosine_schedule():
+    with pytest.raises(flags.IllegalFlagValueError):
+        parse("--warmup_epochs=1")
+    assert parse("--warmup_epochs=1", "--lr_schedule=cosine").warmup_epochs == 1.0
+
+
+def test_a_cosine_run_records_its_learning_rate_and_wall_clock(tmp_path, capsys):
+    config = config_lib.TrainConfig(
+        dataset="cifar10_sample", experiments_dir=str(tmp_path), experiment="cos", model="four_layer",
+        image_size=32, batch_size=32, steps_per_epoch=3, stats_images=64, epochs=3,
+        lr_schedule="cosine", warmup_epochs=1, learning_rate=0.01,
+    )  # fmt: skip
+    results = training.train(config, verbose=0)
+    rates, minutes = results["curves"]["learning_rate"], results["curves"]["wall_minutes"]
+    assert rates[0] == pytest.approx(0.01, rel=1e-3) and rates[0] > rates[1] > rates[2] >= 0.0
+    assert 0 < minutes[0] < minutes[1] < minutes[2]
+    printed = capsys.readouterr().out
+    assert "Validation images per class: airplane" in printed
+    assert printed.strip().splitlines()[-1].endswith(f"tensorboard --logdir {tmp_path / 'cos' / 'run1' / 'tensorboard'}")
+
+
+def test_schedule_counters_of_a_resume_state_from_before_they_were_saved():
+    # Such a state has only the monitored values: Keras's rule rebuilds the counters.
+    counters = callbacks.PlateauSchedule.counters_from([0.9, 0.8, 0.85, 0.86, 0.87], patience=2, drops=3)
+    assert counters == {"best": 0.8, "wait": 1, "cooldown_counter": 0}
+    # With no drop left, Keras keeps counting.
+    assert callbacks.PlateauSchedule.counters_from([0.5, 0.6, 0.7, 0.8], patience=2, drops=0)["wait"] == 3
+    assert callbacks.PlateauSchedule.counters_from([], patience=2, drops=3) is None
