@@ -221,3 +221,21 @@ def test_non_finite_loss_message_names_the_state_that_is_kept(tmp_path):
     stopper.on_train_batch_end(0, {"loss": 2.3})  # finite: nothing happens
     with pytest.raises(FloatingPointError, match=r"at epoch 4, step 6; .*last good state \(epoch 3\)"):
         stopper.on_train_batch_end(5, {"loss": float("nan")})
+
+
+@pytest.mark.parametrize(
+    "variables, expected",
+    [
+        ([], "--flagfile=experiments/sample.flags"),
+        (["EPOCHS=1"], "--flagfile=experiments/sample.flags"),
+        (["DATASET=cifar10", "DATA_DIR=x"], "--flagfile=experiments/cifar10_best.flags --experiment=cifar10"),
+        (["DATASET=cifar10", "FLAGS=--flagfile=experiments/cifar10_paper.flags"], "--flagfile=experiments/cifar10_paper.flags"),
+    ],
+)
+def test_make_train_picks_a_recipe_that_learns(variables, expected):
+    shutil.which("make") or pytest.skip("make is not installed")
+    printed = subprocess.run(["make", "-n", "train", *variables], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
+    command = printed.stdout.strip().splitlines()[-1]
+    assert "-m alexnet_tf.train" in command and expected in command
+    if "FLAGS=" in " ".join(variables):
+        assert "cifar10_best" not in command
