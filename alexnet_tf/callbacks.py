@@ -13,6 +13,7 @@ Survival rules (the files themselves are `alexnet_tf.run.Run`'s, written atomica
   state as it was.
 """
 
+import collections
 import math
 import pathlib
 import signal
@@ -72,33 +73,45 @@ class PlateauWarning(keras.callbacks.Callback):
     """Says once, in one line, when the training loss sits at ln(classes), the loss of a net
     that predicts every class equally: the known failure of AlexNet reproductions.
 
-    It looks at Keras's running mean of the epoch's loss once half an epoch (at least
-    `min_steps` steps) has passed. Training goes on: some nets leave the plateau later.
+    It watches the last half epoch of steps (at least `min_steps`): when the mean loss of
+    both the older and the newer half of that window is within `TOLERANCE` of ln(classes),
+    the loss is flat at chance (a net that is learning drifts away between the halves).
+    Each step's loss comes from Keras's running mean of the epoch's loss. Training goes on:
+    some nets leave the plateau later.
     """
 
-    TOLERANCE = 0.02  # nats: far below what a net that has started to learn moves in half an epoch
+    TOLERANCE = 0.02  # nats
 
-    def __init__(self, num_classes, steps_per_epoch, min_steps=20):
+    def __init__(self, num_classes, steps_per_epoch, min_steps=4):
         super().__init__()
-        self.chance_loss = math.log(num_classes)
-        self.after_steps = max(min_steps, steps_per_epoch // 2)
-        self.steps_per_epoch = steps_per_epoch
+        self.chance_loss = math.log(num_classes) if num_classes > 1 else None
+        self.window = max(min_steps, steps_per_epoch // 2)
         self.warned = False
-        self._epoch = 0
+        self._recent = collections.deque(maxlen=self.window)
+        self._epoch, self._running_mean = 0, None
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._epoch = epoch
+        self._epoch, self._running_mean = epoch, None
 
     def on_train_batch_end(self, batch, logs=None):
-        if self.warned or batch + 1 != self.after_steps:
+        running_mean = (logs or {}).get("loss")
+        if self.warned or self.chance_loss is None or running_mean is None:
             return
-        loss = (logs or {}).get("loss")
-        if loss is not None and abs(float(loss) - self.chance_loss) < self.TOLERANCE:
+        running_mean = float(running_mean)
+        steps = batch + 1
+        previous = self._running_mean
+        self._running_mean = running_mean
+        self._recent.append(running_mean if previous is None else steps * running_mean - (steps - 1) * previous)
+        if len(self._recent) < self.window:
+            return
+        losses = list(self._recent)
+        halves = (losses[: self.window // 2], losses[self.window // 2 :])
+        if all(abs(sum(half) / len(half) - self.chance_loss) < self.TOLERANCE for half in halves):
             self.warned = True
             print(
                 f"\nWarning: the training loss has stayed at ln({round(math.exp(self.chance_loss))}) = "
-                f"{self.chance_loss:.3f}, chance level, for {batch + 1} steps of epoch {self._epoch + 1}: the net "
-                f"is not learning yet. Known causes: the paper's biases of 1 at small scale (try "
+                f"{self.chance_loss:.3f}, chance level, for the last {self.window} steps (epoch {self._epoch + 1}): "
+                f"the net is not learning yet. Known causes: the paper's biases of 1 at small scale (try "
                 f"--init=paper_bias0.1), a learning rate too high or too low (--learning_rate). "
                 f"Training continues.",
                 flush=True,
@@ -189,14 +202,15 @@ class PlateauSchedule(keras.callbacks.ReduceLROnPlateau):
         return {name: getattr(self, name) for name in self.COUNTERS}
 
     @staticmethod
-    def counters_from(monitor_values, patience, drops):
+    def counters_from(monitor_values, patience, drops, min_delta=1e-4):
         """The counters after `monitor_values` (lower is better), by Keras's rule with no
-        cooldown: for a resume state written before the counters were saved with it."""
+        cooldown and its default `min_delta`: for a resume state written before the counters
+        were saved with it."""
         if not monitor_values:
             return None
         best, wait, drops_left = None, 0, drops
         for value in monitor_values:
-            if best is None or value < best:
+            if best is None or value - min_delta < best:
                 best, wait = value, 0
             else:
                 wait += 1

@@ -95,6 +95,7 @@ __all__ = [
     "load_split",
 ]
 
+from alexnet_tf import preprocessing  # noqa: E402
 from alexnet_tf.choices import DATA_DIR_ENV, DATASETS, check_choice  # noqa: E402,F401  (re-exported)
 
 SPLITS = {
@@ -117,7 +118,7 @@ SOURCE_OPTIONS = {
     "cifar10_sample": (),
     "imagenet2012": ("tfds_data_dir", "tfds_manual_dir", "download", "skip_bad_images"),
     "synthetic": ("image_size", "num_classes", "num_examples", "seed"),
-    "image_folder": ("skip_bad_images",),
+    "image_folder": ("skip_bad_images", "class_names"),
 }
 
 CIFAR10_CLASS_NAMES = (
@@ -229,7 +230,9 @@ def source(dataset, data_dir=None, **source_options):
                 f"${DATA_DIR_ENV} to a folder holding train/<class>/<image> (and test/<class>/<image> "
                 f"when there is a test set)."
             )
-        return GenericImageFolderSource(directory, origin, skip_bad_images=skip_bad_images)
+        return GenericImageFolderSource(
+            directory, origin, skip_bad_images=skip_bad_images, class_names=options.get("class_names")
+        )
     if dataset == "cifar10" and directory is not None:
         _check_folder(directory, "CIFAR-10", origin)
         if _is_cifar10_tree(directory):
@@ -278,6 +281,8 @@ class Source:
     name = None
     data_dir = None
     reads_files = True
+    # Published training-set statistics to use instead of computing them (ImageNet's).
+    published_stats = None
     _cached_info = None
 
     def info(self):
@@ -651,6 +656,7 @@ class ImageFolderSource(FolderTreeSource):
     split_folders = IMAGENET_FOLDER_SPLITS
     kind = "ImageNet"
     encoded = True
+    published_stats = preprocessing.IMAGENET_STATS
 
     def __init__(self, path, *, skip_bad_images=False):
         super().__init__(path, _image_folder_classes(pathlib.Path(path)), skip_bad_images=skip_bad_images)
@@ -696,29 +702,39 @@ class Cifar10FolderSource(FolderTreeSource):
 class GenericImageFolderSource(FolderTreeSource):
     """A user's own images: ``train/<class>/<image>`` and, when present, ``test/<class>/<image>``.
 
-    The classes are train/'s subfolders in sorted order; test/ may hold
-    fewer of them. Images may have any size and any format that
-    `tf.io.decode_image` reads (JPEG, PNG, GIF: its first frame, BMP);
-    grayscale and RGBA images become RGB. They are decoded as they are read,
-    not cached (their size is unknown): yielded as ``uint8 [H, W, 3]``, so
-    that the trainer computes the training set's statistics from them, as
-    for CIFAR-10.
+    The classes are train/'s subfolders in sorted order, or ``class_names``
+    when given (a trained run's, so that a tree holding only test/ can be
+    scored with the run's labels); test/ may hold fewer of them. Images may
+    have any size and any format that `tf.io.decode_image` reads (JPEG, PNG,
+    GIF: its first frame, BMP); grayscale and RGBA images become RGB. With
+    ``decode=False`` they stay encoded, as ImageNet's do, so that a shuffle
+    buffer holds file bytes rather than full-size decoded photos; they are
+    not cached. The trainer computes the training set's statistics from
+    them, as for CIFAR-10.
     """
 
     name = "image_folder"
     split_folders = IMAGE_FOLDER_SPLITS
     kind = "image_folder"
+    encoded = True
 
-    def __init__(self, path, origin="data_dir", *, skip_bad_images=False):
+    def __init__(self, path, origin="data_dir", *, skip_bad_images=False, class_names=None):
         path = pathlib.Path(path)
         _check_folder(path, "image_folder data", origin)
-        if not (path / "train").is_dir():
+        if class_names is None and not (path / "train").is_dir():
             raise DataError(
                 f"{path} (from {origin}) has no train/ folder: dataset 'image_folder' reads "
                 f"train/<class>/<image> (and test/<class>/<image> when present); "
                 f"found {_describe_contents(path)}."
             )
-        super().__init__(path, _image_folder_classes(path), skip_bad_images=skip_bad_images)
+        classes = _image_folder_classes(path) if class_names is None else tuple(class_names)
+        super().__init__(path, classes, skip_bad_images=skip_bad_images)
+
+    def _unknown_classes_message(self, split_dir, unknown):
+        return (
+            f"{split_dir} has class folder(s) that are not among the {len(self._class_names)} classes "
+            f"({_name_list(list(self._class_names))}): {_name_list(unknown)}."
+        )
 
 
 def _is_image_folder(directory, origin):
@@ -958,6 +974,7 @@ class TfdsSource(Source):
         self.manual_dir = (tfds_manual_dir or self.data_dir) if name == "imagenet2012" else None
         # tfds stores ImageNet as JPEG (it re-encodes the few PNG and CMYK files), CIFAR-10 as PNG.
         self._encoded = name == "imagenet2012"
+        self.published_stats = preprocessing.IMAGENET_STATS if name == "imagenet2012" else None
 
     def _info(self):
         import tensorflow_datasets as tfds

@@ -112,6 +112,9 @@ class TrainedRun:
         """The data source of `dataset` (default the run's), with the run's recorded options
         when it is the run's own dataset."""
         dataset = dataset or self.config.dataset
+        if dataset == "image_folder" and self.class_names is not None:
+            # The run's labels, whatever classes the evaluated tree's train/ has (or if it has none).
+            return data.source(dataset, data_dir, class_names=self.class_names)
         if dataset == self.config.dataset and self.config.tfds_data_dir:
             return data.source(dataset, data_dir, tfds_data_dir=self.config.tfds_data_dir)
         return data.source(dataset, data_dir)
@@ -163,6 +166,11 @@ def evaluate_checkpoint(checkpoint, dataset=None, data_dir=None, split="test", t
         raise ValueError(
             f"dataset {dataset!r} has {info.num_classes} classes but the checkpoint's model has "
             f"{trained.num_classes} outputs (run {trained.run.directory} trained on {config.dataset!r})."
+        )
+    if trained.class_names is not None and tuple(info.class_names) != trained.class_names:
+        raise ValueError(
+            f"dataset {dataset!r} names its classes {_names(info.class_names)}, but run {trained.run.directory} "
+            f"was trained on {_names(trained.class_names)}: its labels would not match."
         )
     images = source.load(split, decode=not info.encoded)
     stats = trained.stats()
@@ -217,3 +225,8 @@ def _float32_policy():
         yield
     finally:
         keras.config.set_dtype_policy(previous)
+
+
+def _names(names, limit=4):
+    shown = ", ".join(names[:limit])
+    return f"({shown}{', …' if len(names) > limit else ''})"

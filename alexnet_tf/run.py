@@ -300,7 +300,10 @@ class Run:
         with self.history_file.open() as f:
             for row in csv.DictReader(f):
                 try:
-                    by_epoch[int(row["epoch"])] = {k: float(v) for k, v in row.items() if v not in ("", None)}
+                    # A run resumed by a newer version may log a column its header lacks: csv puts it under None.
+                    by_epoch[int(row["epoch"])] = {
+                        k: float(v) for k, v in row.items() if k is not None and v not in ("", None)
+                    }
                 except (KeyError, ValueError):
                     continue
         return [by_epoch[e] for e in sorted(by_epoch)]

@@ -130,12 +130,13 @@ def load_predictor(checkpoint, ten_crop=False):
     """A `Predictor` for a run directory or a checkpoint file in a run's checkpoints/ folder,
     with the class names the run recorded."""
     trained = evaluation.load_trained(checkpoint)
+    class_names = trained.run_class_names()
     return Predictor(
-        trained.build_model(),
+        trained.build_model(len(class_names)),
         trained.stats(),
         image_size=trained.config.image_size,
         mean=trained.config.mean,
-        class_names=trained.run_class_names(),
+        class_names=class_names,
         ten_crop=ten_crop,
         checkpoint=str(trained.checkpoint),
     )

@@ -54,7 +54,7 @@ def train(config, *, run_name=None, devices=None, verbose=None):
     train_part, validation_part = input_pipeline.split_holdout(
         source.load("train", decode=not info.encoded), info.split_sizes["train"], config.validation_fraction
     )
-    stats = training_stats(config, run, train_part if not info.encoded else None)
+    stats = training_stats(config, run, source, train_part, info.encoded)
     print(f"Dataset {config.dataset}: {num_train} training, {num_validation} validation examples; {stats.summary()}")
     print_validation_classes(source, info, num_train)
 
@@ -148,16 +148,18 @@ def set_seeds_and_precision(config):
     keras.mixed_precision.set_global_policy(config.mixed_precision)
 
 
-def training_stats(config, run, train_part):
-    """The run's training-set statistics: read back on resume, else computed and saved (chief).
-    `train_part` is None for sources of encoded images, which use ImageNet's published values."""
+def training_stats(config, run, source, train_part, encoded):
+    """The run's training-set statistics: read back on resume, else the source's published ones
+    (ImageNet's) or computed from `train_part`, and saved (chief)."""
     if run.has_stats():
         return run.load_stats()
-    if train_part is None:  # encoded ImageNet images: the published values
-        stats = preprocessing.IMAGENET_STATS
+    if source.published_stats is not None:
+        stats = source.published_stats
     else:
         print(f"Computing the training set's mean and PCA eigen-pairs on up to {config.stats_images} images...", flush=True)
         images = train_part.map(lambda image, label: image)
+        if encoded:
+            images = images.map(input_pipeline.decode_center_square)
         resize_size = preprocessing.resize_size_for(config.image_size)
         stats = preprocessing.compute_stats(images, resize_size, max_images=config.stats_images)
     if distribute.is_chief():

@@ -239,3 +239,9 @@ def test_make_train_picks_a_recipe_that_learns(variables, expected):
     assert "-m alexnet_tf.train" in command and expected in command
     if "FLAGS=" in " ".join(variables):
         assert "cifar10_best" not in command
+    # The user's settings come after the flagfile, so that they override it (absl: the last one wins).
+    for variable in variables:
+        name, value = variable.split("=", 1)
+        if name in ("EPOCHS", "DATA_DIR"):
+            setting = f"--{'epochs' if name == 'EPOCHS' else 'data_dir'}={value}"
+            assert command.index(expected) < command.index(setting)

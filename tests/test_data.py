@@ -263,7 +263,7 @@ def test_unknown_dataset_in_dataset_info():
 
 
 def test_unknown_option_lists_the_options():
-    with pytest.raises(DataError, match=r"unknown data source option\(s\) imagesize; the options are download"):
+    with pytest.raises(DataError, match=r"unknown data source option\(s\) imagesize; the options are class_names, download"):
         data.load_split("synthetic", "train", imagesize=32)
 
 

@@ -299,7 +299,7 @@ def test_image_folder_decodes_every_format_to_rgb(user_folder):
         num_classes=3,
         class_names=("ant", "moose", "zebra"),
         split_sizes={"train": 6},
-        encoded=False,
+        encoded=True,
     )
     dataset = src.load("train")
     assert dataset.element_spec == (tf.TensorSpec([None, None, 3], tf.uint8), tf.TensorSpec([], tf.int64))
@@ -314,8 +314,11 @@ def test_image_folder_decodes_every_format_to_rgb(user_folder):
         np.testing.assert_array_equal(image, pixels, err_msg=relative)
     assert list(src.labels("train")) == labels
     assert src.test_split() is None
-    # decode=False changes nothing: these sources always decode.
-    assert as_lists(src.load("train", decode=False))[0][0].shape == images[0].shape
+    # decode=False gives the files' bytes (the pipeline decodes them after shuffling).
+    encoded = as_lists(src.load("train", decode=False))[0]
+    assert [tf.io.decode_image(e, channels=3, expand_animations=False).shape for e in encoded] == [
+        image.shape for image in images
+    ]
 
 
 def test_image_folder_test_split_uses_the_training_classes(user_folder):
@@ -327,7 +330,7 @@ def test_image_folder_test_split_uses_the_training_classes(user_folder):
     assert as_lists(src.load("test"))[1] == [0, 2] == list(src.labels("test"))
     write_file(root / "test" / "yak" / "t3.png", coded_image(5))
     message = one_line_error(lambda: data.source("image_folder", root).load("test"))
-    assert "class folder(s) not in train/: yak" in message
+    assert "class folder(s) that are not among the 3 classes (ant, moose, zebra): yak" in message
 
 
 def test_image_folder_training_order_mixes_the_classes(tmp_path):
@@ -404,8 +407,8 @@ def test_mixed_sizes_through_the_pipeline_and_the_statistics(user_folder):
     info = src.info()
     size = 24
     resize = pp.resize_size_for(size)
-    images = src.load("train", decode=not info.encoded)
-    stats = pp.compute_stats(images.map(lambda image, label: image), resize, batch_size=4)
+    images = src.load("train", decode=not info.encoded)  # file bytes: the pipeline decodes them
+    stats = pp.compute_stats(src.load("train").map(lambda image, label: image), resize, batch_size=4)
     assert stats.num_images == 6 and stats.mean_image.shape == (resize, resize, 3)
     assert np.all(np.isfinite(stats.eigenvalues)) and np.all((stats.mean_rgb > 0) & (stats.mean_rgb < 255))
     for mean in ("channel", "image"):
@@ -418,9 +421,78 @@ def test_mixed_sizes_through_the_pipeline_and_the_statistics(user_folder):
             assert shapes == [((4, size, size, 3), (4,)), ((2, size, size, 3), (2,))], (mean, augment)
         for ten_crop in (False, True):
             batches = list(
-                ip.eval_dataset(images, batch_size=4, stats=stats, image_size=size, ten_crop=ten_crop, mean=mean)
+                ip.eval_dataset(
+                    images, batch_size=4, stats=stats, image_size=size, ten_crop=ten_crop, mean=mean, encoded=True
+                )
             )
             views = 10 if ten_crop else 1
             assert [tuple(x.shape) for x, _ in batches] == [(4 * views, size, size, 3), (2 * views, size, size, 3)]
             assert np.concatenate([y for _, y in batches]).tolist() == list(src.labels("train"))
             assert all(np.all(np.isfinite(x)) for x, _ in batches)
+
+
+# ---------------------------------------------------------------------------
+# Whole runs on trees: train, evaluate, predict, export
+
+
+def tiny_run(tmp_path, **settings):
+    from alexnet_tf import training
+
+    config = TrainConfig(
+        experiments_dir=str(tmp_path / "experiments"), experiment="tree", model="four_layer", image_size=32,
+        epochs=1, stats_images=64, **settings,
+    )  # fmt: skip
+    return training.train(config, verbose=0), tmp_path / "experiments" / "tree" / "run1"
+
+
+@pytest.mark.slow
+def test_a_cifar10_tree_trains_and_its_test_folder_is_evaluated(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    root = cifar10_tree(tmp_path / "tree", {name: 4 for name in CIFAR10_CLASS_NAMES})
+    cifar10_tree(root, {"cat": 2, "truck": 3}, split="test")
+    results, run_dir = tiny_run(tmp_path, dataset="cifar10", data_dir=str(root), batch_size=8, validation_fraction=0.2)
+    assert results["epochs"] == 1 and results["test_top1_error"] is not None
+
+    done = subprocess.run(
+        [sys.executable, "-m", "alexnet_tf.evaluate", f"--checkpoint={run_dir}", "--dataset=cifar10",
+         f"--data_dir={root}", "--split=test"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert (result["dataset"], result["split"], result["examples"]) == ("cifar10", "test", 5)
+    assert result["top1_error"] == pytest.approx(results["test_top1_error"], abs=1e-6)
+
+
+@pytest.mark.slow
+def test_an_image_folder_run_evaluates_predicts_and_exports_with_its_own_class_names(user_folder, tmp_path):
+    from alexnet_tf import evaluation, serving
+    from alexnet_tf.run import Run
+
+    root, _ = user_folder
+    write_file(root / "test" / "ant" / "t1.png", coded_image(31, 20, 20))
+    write_file(root / "test" / "zebra" / "t2.jpg", coded_image(11, 40, 30))
+    results, run_dir = tiny_run(tmp_path, dataset="image_folder", data_dir=str(root), batch_size=2, validation_fraction=0.34)
+    assert Run(run_dir).class_names() == ("ant", "moose", "zebra")
+    assert results["test_top1_error"] is not None
+
+    # A tree with only test/ is scored with the run's labels; a class the run lacks is refused.
+    other = tmp_path / "other"
+    write_file(other / "test" / "zebra" / "z.png", coded_image(5, 33, 21))
+    scored = evaluation.evaluate_checkpoint(run_dir, dataset="image_folder", data_dir=str(other), batch_size=4)
+    assert (scored["examples"], scored["split"]) == (1, "test")
+    write_file(other / "test" / "yak" / "y.png", coded_image(6, 9, 9))
+    with pytest.raises(DataError, match="not among the 3 classes"):
+        evaluation.evaluate_checkpoint(run_dir, dataset="image_folder", data_dir=str(other))
+
+    predictor = serving.load_predictor(run_dir)
+    assert predictor.class_names == ("ant", "moose", "zebra")
+    (prediction,) = serving.predict_files(predictor, [root / "test" / "ant" / "t1.png"])
+    assert {entry["class"] for entry in prediction["top5"]} == {"ant", "moose", "zebra"}
+    loaded = tf.saved_model.load(str(predictor.export(tmp_path / "saved")))
+    outputs = loaded.signatures["serving_default"](image_bytes=tf.constant([(root / "test" / "zebra" / "t2.jpg").read_bytes()]))
+    assert outputs["top5_class_names"].shape == (1, 3)
+    assert sorted(outputs["top5_class_names"].numpy()[0].tolist()) == [b"ant", b"moose", b"zebra"]

@@ -399,21 +399,37 @@ def test_two_workers_on_localhost_train_together_and_only_the_chief_writes(tmp_p
     assert losses[0] == losses[1] and len(losses[0]) == 2
 
 
-def test_plateau_warning_says_once_when_the_loss_sits_at_chance(capsys):
-    warning = callbacks.PlateauWarning(num_classes=10, steps_per_epoch=100)
-    for epoch in range(2):
-        warning.on_epoch_begin(epoch)
-        for batch in range(100):
-            warning.on_train_batch_end(batch, {"loss": np.log(10) + 0.005})
-    printed = capsys.readouterr().out
-    assert printed.count("Warning: the training loss has stayed at ln(10) = 2.303") == 1
-    assert "for 50 steps of epoch 1" in printed and "--init=paper_bias0.1" in printed and "--learning_rate" in printed
+def run_warning(losses_per_epoch, num_classes=10):
+    """What a PlateauWarning printed for per-step losses, fed as Keras does (each epoch's running mean)."""
+    import io
+    import contextlib
 
-    learning = callbacks.PlateauWarning(num_classes=10, steps_per_epoch=100)
-    learning.on_epoch_begin(0)
-    for batch in range(100):
-        learning.on_train_batch_end(batch, {"loss": 2.2})
-    assert capsys.readouterr().out == ""
+    warning = callbacks.PlateauWarning(num_classes=num_classes, steps_per_epoch=len(losses_per_epoch[0]))
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        for epoch, losses in enumerate(losses_per_epoch):
+            warning.on_epoch_begin(epoch)
+            for batch in range(len(losses)):
+                warning.on_train_batch_end(batch, {"loss": float(np.mean(losses[: batch + 1]))})
+    return printed.getvalue()
+
+
+def test_plateau_warning_says_once_when_the_loss_sits_at_chance():
+    rng = np.random.default_rng(0)
+    flat = [np.log(10) + rng.normal(0, 0.01, 100) for _ in range(2)]
+    printed = run_warning(flat)
+    assert printed.count("Warning: the training loss has stayed at ln(10) = 2.303") == 1
+    assert "for the last 50 steps (epoch 1)" in printed and "--init=paper_bias0.1" in printed
+    assert "--learning_rate" in printed
+    # The embedded sample's short epochs (14 steps) are watched too.
+    assert "for the last 7 steps (epoch 1)" in run_warning([np.full(14, np.log(10))])
+
+
+def test_plateau_warning_stays_quiet_while_the_net_learns():
+    assert run_warning([np.full(100, 2.2)]) == ""
+    # Falling through ln 10 (2.4 to 2.2 over the window): the running mean passes 2.30, the halves do not.
+    assert run_warning([np.linspace(2.4, 2.2, 100)]) == ""
+    assert run_warning([np.zeros(20)], num_classes=1) == ""
 
 
 def test_the_cosine_schedule_warms_up_then_decays_to_zero():
@@ -436,6 +452,7 @@ def test_warmup_needs_the_cosine_schedule():
     assert parse("--warmup_epochs=1", "--lr_schedule=cosine").warmup_epochs == 1.0
 
 
+@pytest.mark.slow
 def test_a_cosine_run_records_its_learning_rate_and_wall_clock(tmp_path, capsys):
     config = config_lib.TrainConfig(
         dataset="cifar10_sample", experiments_dir=str(tmp_path), experiment="cos", model="four_layer",
