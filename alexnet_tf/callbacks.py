@@ -73,14 +73,17 @@ class PlateauWarning(keras.callbacks.Callback):
     """Says once, in one line, when the training loss sits at ln(classes), the loss of a net
     that predicts every class equally: the known failure of AlexNet reproductions.
 
-    It watches the last half epoch of steps (at least `min_steps`): when the mean loss of
-    both the older and the newer half of that window is within `TOLERANCE` of ln(classes),
-    the loss is flat at chance (a net that is learning drifts away between the halves).
+    It watches the last half epoch of steps (at least `min_steps`), once the run has taken
+    `FIRST_CHECK` steps (every net starts at chance; one that learns leaves it within a few
+    dozen steps): when the mean loss of both the older and the newer half of that window is
+    within `TOLERANCE` of ln(classes), the loss is flat at chance (a net that is learning
+    drifts away between the halves).
     Each step's loss comes from Keras's running mean of the epoch's loss. Training goes on:
     some nets leave the plateau later.
     """
 
     TOLERANCE = 0.02  # nats
+    FIRST_CHECK = 100  # steps
 
     def __init__(self, num_classes, steps_per_epoch, min_steps=4):
         super().__init__()
@@ -88,7 +91,7 @@ class PlateauWarning(keras.callbacks.Callback):
         self.window = max(min_steps, steps_per_epoch // 2)
         self.warned = False
         self._recent = collections.deque(maxlen=self.window)
-        self._epoch, self._running_mean = 0, None
+        self._epoch, self._running_mean, self._steps_taken = 0, None, 0
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch, self._running_mean = epoch, None
@@ -102,7 +105,8 @@ class PlateauWarning(keras.callbacks.Callback):
         previous = self._running_mean
         self._running_mean = running_mean
         self._recent.append(running_mean if previous is None else steps * running_mean - (steps - 1) * previous)
-        if len(self._recent) < self.window:
+        self._steps_taken += 1
+        if self._steps_taken < max(self.FIRST_CHECK, self.window):
             return
         losses = list(self._recent)
         halves = (losses[: self.window // 2], losses[self.window // 2 :])

@@ -421,12 +421,14 @@ def test_plateau_warning_says_once_when_the_loss_sits_at_chance():
     assert printed.count("Warning: the training loss has stayed at ln(10) = 2.303") == 1
     assert "for the last 50 steps (epoch 1)" in printed and "--init=paper_bias0.1" in printed
     assert "--learning_rate" in printed
-    # The embedded sample's short epochs (14 steps) are watched too.
-    assert "for the last 7 steps (epoch 1)" in run_warning([np.full(14, np.log(10))])
+    # The embedded sample's short epochs (14 steps) are watched too, from the 100th step on.
+    assert "for the last 7 steps (epoch 8)" in run_warning([np.full(14, np.log(10))] * 10)
 
 
 def test_plateau_warning_stays_quiet_while_the_net_learns():
     assert run_warning([np.full(100, 2.2)]) == ""
+    # Every net starts at chance: one that leaves it within the first 100 steps is not warned about.
+    assert run_warning([np.concatenate([np.full(60, np.log(10)), np.linspace(2.25, 1.8, 140)])]) == ""
     # Falling through ln 10 (2.4 to 2.2 over the window): the running mean passes 2.30, the halves do not.
     assert run_warning([np.linspace(2.4, 2.2, 100)]) == ""
     assert run_warning([np.zeros(20)], num_classes=1) == ""
