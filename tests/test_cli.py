@@ -234,9 +234,14 @@ def test_non_finite_loss_message_names_the_state_that_is_kept(tmp_path):
 )
 def test_make_train_picks_a_recipe_that_learns(variables, expected):
     shutil.which("make") or pytest.skip("make is not installed")
-    printed = subprocess.run(["make", "-n", "train", *variables], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
-    command = printed.stdout.strip().splitlines()[-1]
-    assert "-m alexnet_tf.train" in command and expected in command
+    # Under `make test` this runs inside make: drop the outer make's variables and directory lines.
+    environment = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
+    printed = subprocess.run(
+        ["make", "--no-print-directory", "-n", "train", *variables],
+        cwd=REPO_ROOT, env=environment, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    (command,) = [line for line in printed.stdout.splitlines() if "-m alexnet_tf.train" in line]
+    assert expected in command
     if "FLAGS=" in " ".join(variables):
         assert "cifar10_best" not in command
     # The user's settings come after the flagfile, so that they override it (absl: the last one wins).
