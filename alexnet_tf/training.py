@@ -55,6 +55,8 @@ def train(config, *, run_name=None, devices=None, verbose=None):
         source.load("train", decode=not info.encoded), info.split_sizes["train"], config.validation_fraction
     )
     stats = training_stats(config, run, source, train_part, info.encoded)
+    if run is writer and not run.has_stats():  # the chief records them; other workers use the same
+        run.save_stats(stats)
     print(f"Dataset {config.dataset}: {num_train} training, {num_validation} validation examples; {stats.summary()}")
     print_validation_classes(source, info, num_train)
 
@@ -150,7 +152,7 @@ def set_seeds_and_precision(config):
 
 def training_stats(config, run, source, train_part, encoded):
     """The run's training-set statistics: read back on resume, else the source's published ones
-    (ImageNet's) or computed from `train_part`, and saved (chief)."""
+    (ImageNet's) or computed from `train_part`."""
     if run.has_stats():
         return run.load_stats()
     if source.published_stats is not None:
@@ -162,8 +164,6 @@ def training_stats(config, run, source, train_part, encoded):
             images = images.map(input_pipeline.decode_center_square)
         resize_size = preprocessing.resize_size_for(config.image_size)
         stats = preprocessing.compute_stats(images, resize_size, max_images=config.stats_images)
-    if distribute.is_chief():
-        run.save_stats(stats)
     return stats
 
 
