@@ -1,4 +1,5 @@
-"""Keras callbacks for training: progress, TensorBoard images, and what makes a run survive a kill.
+"""Keras callbacks for training: progress, and what makes a run survive a kill (the
+TensorBoard logs are `alexnet_tf.tensorboard_logs`'s).
 
 Survival rules (the files themselves are `alexnet_tf.run.Run`'s, written atomically):
 - `ResumableState` writes the state to resume from (weights with optimizer
@@ -21,7 +22,6 @@ import time
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from alexnet_tf import run as run_lib
 
@@ -120,46 +120,6 @@ class PlateauWarning(keras.callbacks.Callback):
                 f"Training continues.",
                 flush=True,
             )
-
-
-def filter_grid(kernel):
-    """conv1's filters [kh, kw, 3, n] as one [1, H, W, 3] image, each filter scaled to [0, 1]."""
-    kernel = np.asarray(kernel, np.float32)
-    kh, kw, _, count = kernel.shape
-    filters = np.moveaxis(kernel, -1, 0)
-    low = filters.min(axis=(1, 2, 3), keepdims=True)
-    high = filters.max(axis=(1, 2, 3), keepdims=True)
-    filters = (filters - low) / np.maximum(high - low, 1e-12)
-    columns = int(math.ceil(math.sqrt(count * 4 / 3)))  # a landscape grid: 12 x 8 for 96
-    rows = int(math.ceil(count / columns))
-    grid = np.ones((rows * (kh + 1) + 1, columns * (kw + 1) + 1, 3), np.float32)
-    for index in range(count):
-        row, column = divmod(index, columns)
-        top, left = 1 + row * (kh + 1), 1 + column * (kw + 1)
-        grid[top : top + kh, left : left + kw] = filters[index]
-    return grid[None]
-
-
-class ImageSummaries(keras.callbacks.Callback):
-    """TensorBoard images: a few augmented training images once, conv1's filters every epoch."""
-
-    def __init__(self, log_dir, augmented_images, mean_rgb):
-        super().__init__()
-        self.writer = tf.summary.create_file_writer(str(pathlib.Path(log_dir) / "images"))
-        self.augmented_images = augmented_images
-        self.mean_rgb = np.asarray(mean_rgb, np.float32)
-
-    def on_train_begin(self, logs=None):
-        viewable = np.clip((self.augmented_images + self.mean_rgb) / 255.0, 0.0, 1.0)
-        with self.writer.as_default():
-            tf.summary.image("augmented_training_images", viewable, step=0, max_outputs=len(viewable))
-        self.writer.flush()
-
-    def on_epoch_end(self, epoch, logs=None):
-        kernel = self.model.get_layer("conv1").kernel
-        with self.writer.as_default():
-            tf.summary.image("conv1_filters", filter_grid(kernel.numpy()), step=epoch)
-        self.writer.flush()
 
 
 class AtomicWeights(keras.callbacks.Callback):

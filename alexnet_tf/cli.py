@@ -1,25 +1,114 @@
-"""What the entry points share: one-line errors with meaningful exit codes."""
+"""What the entry points share: one-line errors with meaningful exit codes, and --help."""
 
 import contextlib
+import os
 import re
 import sys
 
-from absl import flags
+from absl import app, flags
 
 EXIT_USAGE = 2
 EXIT_DATA = 1
 
 
-def parse_flags(argv):
+def parse_flags(argv, help_groups=()):
     """absl's flag parsing, with a bad flag reported as one line and exit status 2.
 
-    Pass as `app.run(main, flags_parser=cli.parse_flags)`; --help and --helpfull work as usual.
+    Pass as `app.run(main, flags_parser=cli.parse_flags)`, or through
+    `functools.partial` to give `help_groups`. --help prints the main
+    module's docstring and its key flags (those it defines or adopts with
+    `flags.adopt_module_key_flags`), under the headings of `help_groups`,
+    ((heading, flag names), ...), with the rest under "other" (under "flags"
+    when there are no groups); --helpfull prints every flag, absl's own
+    included, as absl does. Both exit 0.
     """
+    _define_help_flags(help_groups)
     try:
         return flags.FLAGS(argv)
     except flags.Error as error:
-        print(f"error: {error} (--helpfull lists every flag)", file=sys.stderr)
+        print(f"error: {error} (--help lists the flags)", file=sys.stderr)
         sys.exit(EXIT_USAGE)
+
+
+class _HelpFlag(flags.BooleanFlag):
+    """--help (and -?, --helpshort): `help_text`, then exit 0."""
+
+    def __init__(self, name, short_name, groups):
+        super().__init__(name, False, "Show this help: this command's own flags.", short_name=short_name)
+        self.groups = groups
+
+    def parse(self, argument):
+        super().parse(argument)
+        if self.value:
+            _show_help(lambda: print(help_text(self.groups)))
+
+
+class _HelpfullFlag(flags.BooleanFlag):
+    """--helpfull: absl's full help, but exiting 0 as --help does."""
+
+    def __init__(self):
+        super().__init__("helpfull", False, "Show every flag, absl's own included.")
+
+    def parse(self, argument):
+        super().parse(argument)
+        if self.value:
+            _show_help(lambda: app.usage(writeto_stdout=True))
+
+
+def _show_help(write):
+    try:
+        write()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # `--help | head` stopped reading: no error, and nothing for Python to fail to flush at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    sys.exit(0)
+
+
+def _define_help_flags(groups):
+    # absl's --help lists only the flags the main module defines itself (train.py's are
+    # defined in config.py) and exits 1: replace it, and --helpfull for the exit status.
+    app.define_help_flags()  # absl's set, so that --helpxml and --only_check_flags stay
+    for name in ("help", "?", "helpshort", "helpfull"):
+        if name in flags.FLAGS:
+            delattr(flags.FLAGS, name)
+    # Registered under absl.app, where --helpfull listed absl's own.
+    flags.DEFINE_flag(_HelpFlag("help", "?", groups), module_name=app.__name__)
+    flags.DEFINE_flag(_HelpFlag("helpshort", None, groups), module_name=app.__name__)
+    flags.DEFINE_flag(_HelpfullFlag(), module_name=app.__name__)
+
+
+def help_text(groups=(), flag_values=flags.FLAGS):
+    """The main module's docstring, then its key flags under the headings of `groups`.
+
+    `groups`: ((heading, flag names), ...); the main module's other key
+    flags follow under "other" ("flags" when there are no groups), in the
+    order they were defined.
+    """
+    sections = []
+    shown = set()
+    for heading, names in groups:
+        sections.append((heading, [flag_values[name] for name in names]))
+        shown.update(names)
+    rest = [flag for flag in flag_values.get_key_flags_for_module(sys.argv[0]) if flag.name not in shown]
+    if rest:
+        sections.append(("other" if groups else "flags", rest))
+    lines = [(sys.modules["__main__"].__doc__ or f"{sys.argv[0]} [flags]").rstrip(), ""]
+    for heading, section_flags in sections:
+        lines.append(f"{heading}:")
+        lines.extend(_describe_flag(flag) for flag in section_flags)
+        lines.append("")
+    lines.append("--helpfull lists every flag, absl's own included.")
+    return "\n".join(lines)
+
+
+def _describe_flag(flag):
+    name = f"--[no]{flag.name}" if flag.boolean else f"--{flag.name}"
+    notes = [f"default: {flag.default_as_str}"] if flag.default_as_str else []
+    if flag.parser.syntactic_help:
+        notes.append(flag.parser.syntactic_help)
+    text = f"{name}: {flag.help}" + (f" ({'; '.join(notes)})" if notes else "")
+    return flags.text_wrap(text, indent="      ", firstline_indent="  ")
 
 
 def refuse_extra_arguments(argv):
@@ -61,6 +150,8 @@ def tf_error_summary(error):
         if raw[:1].isspace():  # the Python stack where the failing op was created
             continue
         line = re.sub(r"\{\{[^}]*\}\}\s*", "", raw).strip()
+        # An eager op's error ends with its name: "... [Op:DecodeImage] name: ".
+        line = re.sub(r"\s*\[Op:[^\]]*\](\s*name:.*)?$", "", line)
         if line and not line.startswith(("Graph execution error", "Detected at node", "[[", "<stack")):
             return line
     return type(error).__name__

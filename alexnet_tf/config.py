@@ -70,6 +70,20 @@ class TrainConfig:
         }
 
 
+# The headings `python -m alexnet_tf.train --help` lists the flags under (alexnet_tf.cli.help_text).
+FLAG_GROUPS = (
+    ("data", ("dataset", "data_dir", "tfds_data_dir", "validation_fraction")),
+    ("model", ("model", "norm", "towers", "activation", "init", "dropout")),
+    ("optimisation and schedule", (
+        "epochs", "steps_per_epoch", "batch_size", "learning_rate", "momentum", "weight_decay",
+        "lr_schedule", "lr_patience", "lr_drops", "warmup_epochs",
+    )),
+    ("preprocessing and augmentation", ("image_size", "augment", "pca_std", "mean", "stats_images")),
+    ("run", ("experiment", "experiments_dir", "run", "seed", "deterministic")),
+    ("precision and distribution", ("mixed_precision", "jit_compile", "strategy", "cpu_replicas")),
+)  # fmt: skip
+
+
 def define_flags(flag_values=flags.FLAGS):
     """Defines the training flags on `flag_values` (the global FLAGS by default)."""
     d = TrainConfig()

@@ -28,7 +28,8 @@ Sources (``dataset`` names, see `DATASETS`), chosen by `source`:
   ``batches.meta.txt``, as in ``cifar-10-binary.tar.gz``) in ``data_dir``,
   read with tf.data directly (`Cifar10BinarySource`). Without a
   ``data_dir`` (and with `DATA_DIR_ENV` unset), tensorflow-datasets'
-  ``cifar10``, which downloads on first use (`TfdsSource`).
+  ``cifar10``, which downloads on first use (`TfdsSource`; when the
+  download host cannot be reached, a `DataError` at once).
 - ``"cifar10_sample"``: 1000 training and 200 test records of real CIFAR-10
   shipped in ``alexnet_tf/sample_data/cifar10/`` (same binary layout), so
   that everything runs on a fresh clone without network or data
@@ -38,7 +39,8 @@ Sources (``dataset`` names, see `DATASETS`), chosen by `source`:
   classes are train/'s sorted folder names; ``decode=False`` yields the
   JPEG bytes, for the pipeline's decode-and-crop); otherwise
   tensorflow-datasets' ``imagenet2012``, prepared from the manual-download
-  tar files (`TfdsSource`).
+  tar files (`TfdsSource`; without the split's tar file, a `DataError` at
+  once).
 - ``"image_folder"``: a user's own images, ``data_dir/train/<class>/<image>``
   and, when present, ``data_dir/test/<class>/<image>``
   (`GenericImageFolderSource`). The classes are train/'s sorted folder
@@ -70,7 +72,11 @@ import os
 import pathlib
 import random
 import re
+import shlex
+import socket
 import sys
+import tarfile
+import threading
 
 import numpy as np
 import tensorflow as tf
@@ -140,6 +146,12 @@ IMAGENET_FOLDER_SPLITS = {"train": "train", "validation": "validation"}
 CIFAR10_FOLDER_SPLITS = {"train": "train", "test": "test"}
 IMAGE_FOLDER_SPLITS = {"train": "train", "test": "test"}
 IMAGENET_MANUAL_FILES = ("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar")
+# The manual file tfds prepares each split from.
+IMAGENET_MANUAL_SPLIT_FILES = dict(zip(SPLITS["imagenet2012"], IMAGENET_MANUAL_FILES))
+# (host, port) tfds downloads cifar10 from (its builder's URL, www.cs.toronto.edu/~kriz/...).
+# Offline, tfds retries for minutes before failing, so a TCP connection is tried first.
+CIFAR10_DOWNLOAD_ADDRESS = ("www.cs.toronto.edu", 443)
+DOWNLOAD_PROBE_TIMEOUT_S = 5.0
 # What tf.io.decode_image reads; other files in a class folder are not images.
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp", ".gif")
 
@@ -330,6 +342,16 @@ class Source:
         """
         return self._labels(_canonical_split(self.name, split))
 
+    def record_ids(self, split):
+        """Which official CIFAR-10 record each example of a split is, in `load` order:
+        (official file name, index in it) pairs; None where the source cannot tell.
+
+        Two sources' ids compare, so that an evaluation can say when it scores
+        images a run was trained on (the embedded sample and the shared subset
+        are both cut from the official training batches).
+        """
+        return None
+
     def test_split(self):
         """The labelled held-out split to report a test error on, or None when it is absent here.
 
@@ -414,7 +436,27 @@ def _check_folder(folder, what, origin):
     if not folder.exists():
         raise DataError(f"{what} folder {folder} (from {origin}) does not exist.")
     if not folder.is_dir():
-        raise DataError(f"{what} folder {folder} (from {origin}) is a file, not a folder.")
+        raise DataError(f"{what} folder {folder} (from {origin}) is a file, not a folder{_unpack_hint(folder)}.")
+
+
+def _unpack_hint(path):
+    """For a tar archive given as a folder (cifar-10-binary.tar.gz): how to unpack it and what to pass."""
+    try:
+        if not tarfile.is_tarfile(path):
+            return ""
+        with tarfile.open(path) as archive:
+            first = archive.next()  # only the first member: the archive may be gigabytes
+    except (OSError, tarfile.TarError):
+        return ""
+    name = first.name.removeprefix("./") if first is not None else ""
+    if "/" in name or (first is not None and first.isdir()):
+        made = path.parent / name.split("/")[0]
+        how = f"tar xf {shlex.quote(str(path))} -C {shlex.quote(str(path.parent))}"
+        return f": it is a tar archive; unpack it ({how}) and pass the folder it makes, {made}"
+    # Its files are not inside a folder: unpacked beside it they would mix with other files.
+    folder = path.parent / (path.name.split(".")[0] or "unpacked")
+    how = f"mkdir {shlex.quote(str(folder))} && tar xf {shlex.quote(str(path))} -C {shlex.quote(str(folder))}"
+    return f": it is a tar archive; unpack it into a new folder ({how}) and pass that folder"
 
 
 # ---------------------------------------------------------------------------
@@ -453,12 +495,26 @@ class Cifar10BinarySource(Source):
             for file in _cifar10_split_files(self._folder, split)
         ])
 
+    # The official file each of this folder's files holds the first records of: itself, for the
+    # official download and the shared subset (each batch's first 1017 records).
+    PROVENANCE = {}
+
+    def record_ids(self, split):
+        ids = []
+        for file in _cifar10_split_files(self._folder, _canonical_split(self.name, split)):
+            official = self.PROVENANCE.get(file.name, file.name)
+            ids += [(official, index) for index in range(file.stat().st_size // CIFAR10_RECORD_BYTES)]
+        return ids
+
 
 class Cifar10SampleSource(Cifar10BinarySource):
     """The CIFAR-10 records shipped in `SAMPLE_CIFAR10_DIR`; ignores ``data_dir``."""
 
     name = "cifar10_sample"
     reads_files = False
+    # Where its records were cut from (sample_data/cifar10/README.md): its test images are
+    # official *training* images, which a run on CIFAR-10's training batches may have seen.
+    PROVENANCE = {"data_batch_1.bin": "data_batch_1.bin", CIFAR10_TEST_FILE: "data_batch_2.bin"}
 
     def __init__(self):
         super().__init__(SAMPLE_CIFAR10_DIR, "the embedded sample")
@@ -962,6 +1018,13 @@ class TfdsSource(Source):
     ``data_dir`` is kept as this source's `data_dir`, so that a run records
     it. Nothing is imported or prepared before `info` or `load`:
     tensorflow_datasets takes seconds to import.
+
+    Before tfds prepares anything, what it needs is checked: for cifar10 a
+    TCP connection to `CIFAR10_DOWNLOAD_ADDRESS`, for imagenet2012 the
+    split's tar file (`IMAGENET_MANUAL_SPLIT_FILES`). Without it, `load`
+    raises `DataError` at once, and tfds creates nothing in its data dir
+    (it would otherwise retry the download for minutes, or leave the
+    dataset's folder behind).
     """
 
     def __init__(self, name, *, data_dir=None, tfds_data_dir=None, tfds_manual_dir=None, download=True):
@@ -1000,8 +1063,8 @@ class TfdsSource(Source):
             }
         if not decode and self._encoded:
             load_kwargs["decoders"] = {"image": tfds.decode.SkipDecoding()}
-        if self.name == "cifar10" and self.download:
-            self._say_before_downloading(tfds)
+        if self.download:
+            self._check_can_prepare(tfds, split)
         try:
             return tfds.load(
                 self.name,
@@ -1013,27 +1076,39 @@ class TfdsSource(Source):
                 **load_kwargs,
             )
         except Exception as err:  # tfds raises many types (AssertionError, OSError, ImportError, ...)
-            raise DataError(self._failure_message(err)) from err
+            cause = (str(err).strip().splitlines() or [""])[0][:300]
+            raise DataError(self._failure_message(f"{type(err).__name__}: {cause}")) from err
 
-    def _say_before_downloading(self, tfds):
-        """Offline, tfds retries a download for minutes before failing: say what is happening first."""
+    def _check_can_prepare(self, tfds, split):
+        """Raises `DataError` before tfds prepares the data where it cannot (see the class)."""
         try:
-            prepared = tfds.builder(self.name, data_dir=self.tfds_data_dir).is_prepared()
+            builder = tfds.builder(self.name, data_dir=self.tfds_data_dir)
+            if builder.is_prepared():
+                return
         except Exception:  # the load reports problems properly
             return
-        if not prepared:
-            print(
-                f"Downloading and preparing {self.name} with tensorflow-datasets (needs the network; offline "
-                f"it fails after a few minutes of retries: point --data_dir or ${DATA_DIR_ENV} at a folder of "
-                f"CIFAR-10 binary batches instead).",
-                file=sys.stderr,
-                flush=True,
-            )
+        if self.name == "imagenet2012":
+            # tfds's own default, where it looks without a manual dir.
+            manual_dir = pathlib.Path(self.manual_dir or builder.data_dir_root / "downloads" / "manual")
+            needed = IMAGENET_MANUAL_SPLIT_FILES[split]
+            if not (manual_dir / needed).is_file():
+                missing_from = "" if self.manual_dir else f", missing from {manual_dir}"
+                raise DataError(self._failure_message(f"it prepares split {split!r} from {needed}{missing_from}"))
+            return
+        host, port = CIFAR10_DOWNLOAD_ADDRESS
+        unreachable = _connection_error(CIFAR10_DOWNLOAD_ADDRESS)
+        if unreachable:
+            raise DataError(self._failure_message(f"cannot reach {host}:{port} to download it: {unreachable}"))
+        print(
+            f"Downloading and preparing {self.name} with tensorflow-datasets (or point --data_dir or "
+            f"${DATA_DIR_ENV} at a folder of CIFAR-10 binary batches).",
+            file=sys.stderr,
+            flush=True,
+        )
 
-    def _failure_message(self, err):
-        cause = (str(err).strip().splitlines() or [""])[0][:300]
+    def _failure_message(self, cause):
         where = self.tfds_data_dir or "its default data dir"
-        said = f"tensorflow-datasets could not load {self.name} from {where} ({type(err).__name__}: {cause})"
+        said = f"tensorflow-datasets could not load {self.name} from {where} ({cause})"
         if self.name == "cifar10":
             return (
                 f"{said}; without network access, point --data_dir or ${DATA_DIR_ENV} at a folder of "
@@ -1056,6 +1131,25 @@ class TfdsSource(Source):
             f"(train/<class>/<image>, validation/<class>/<image>) or at a folder holding "
             f"{' and '.join(IMAGENET_MANUAL_FILES)}."
         )
+
+
+def _connection_error(address):
+    """None when a TCP connection to ``address`` (host, port) opens within
+    `DOWNLOAD_PROBE_TIMEOUT_S` seconds, else why not, in words."""
+    outcome = []
+
+    def connect():
+        try:
+            socket.create_connection(address, timeout=DOWNLOAD_PROBE_TIMEOUT_S).close()
+            outcome.append(None)
+        except OSError as error:
+            outcome.append(str(error) or type(error).__name__)
+
+    # In a thread, because the host-name lookup inside create_connection ignores the timeout.
+    probe = threading.Thread(target=connect, daemon=True)
+    probe.start()
+    probe.join(DOWNLOAD_PROBE_TIMEOUT_S)
+    return outcome[0] if outcome else f"no answer within {DOWNLOAD_PROBE_TIMEOUT_S:g} s"
 
 
 # ---------------------------------------------------------------------------

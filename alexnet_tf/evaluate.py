@@ -4,6 +4,7 @@
     python -m alexnet_tf.evaluate --checkpoint=experiments/cifar10_lrn/run1/checkpoints/latest.weights.h5
     python -m alexnet_tf.evaluate --checkpoint=RUN --ten_crop            # the paper's ten views
     python -m alexnet_tf.evaluate --checkpoint=RUN --data_dir=OTHER_CIFAR10_FOLDER
+    python -m alexnet_tf.evaluate --checkpoint=RUN --split=validation   # the run's held-out images
 
 `--checkpoint` is a run directory (its checkpoints/best.weights.h5 is used)
 or a weights file inside a run's checkpoints/ folder. The model is rebuilt
@@ -16,7 +17,10 @@ evaluates dataset cifar10 from that folder).
 
 Output: a readable summary, then, as the last line of stdout, one JSON object
 with top1_error, top5_error, top1_accuracy, top5_accuracy, examples, crops,
-checkpoint, dataset and split.
+checkpoint, dataset, split and examples_trained_on. When the evaluated images
+include some the run trained on (known for CIFAR-10 binary batches and the
+embedded sample, whose test images are official training images), a warning
+on stderr says how many.
 
 Errors are one line on stderr. Exit status 2: a usage error (a path that is
 not a run or a checkpoint, a dataset whose classes differ from the model's);
@@ -29,6 +33,7 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import json  # noqa: E402
+import sys  # noqa: E402
 
 from absl import app, flags, logging  # noqa: E402
 
@@ -57,7 +62,10 @@ def define_flags(flag_values=flags.FLAGS):
     flags.DEFINE_enum("dataset", None, choices.DATASETS, "Dataset to evaluate on. Default: the run's.", **fv)
     flags.DEFINE_string(
         "data_dir", None, "Folder of the dataset's files. Default: the run's, when --dataset is the run's.", **fv)
-    flags.DEFINE_string("split", "test", "Split to evaluate (imagenet2012: 'validation', or 'test' for it).", **fv)
+    flags.DEFINE_string(
+        "split", "test", "Split to evaluate: test (imagenet2012: validation, or test for it), train, or "
+        "validation: on data without a split of that name, the run's own held-out part of the training "
+        "images (the trainer's rule and the run's --validation_fraction).", **fv)  # fmt: skip
     flags.DEFINE_boolean("ten_crop", False, "Average the softmax over the paper's ten views of each image.", **fv)
     flags.DEFINE_integer("batch_size", 100, "Images per batch (ten views each with --ten_crop).", lower_bound=1, **fv)
     flags.DEFINE_boolean("verbose", False, "Show Python tracebacks on errors.", **fv)
@@ -78,6 +86,12 @@ def main(argv):
             split=FLAGS.split,
             ten_crop=FLAGS.ten_crop,
             batch_size=FLAGS.batch_size,
+        )
+    if result["examples_trained_on"]:
+        print(
+            f"warning: {result['examples_trained_on']} of the {result['examples']} images evaluated were in "
+            f"the training part of run {FLAGS.checkpoint}: this error is not a held-out figure.",
+            file=sys.stderr,
         )
     print(format_summary(result))
     print(json.dumps(result), flush=True)

@@ -7,6 +7,7 @@
 
 import contextlib
 import dataclasses
+import math
 import pathlib
 
 import keras
@@ -27,7 +28,10 @@ RESULT_KEYS = (
     "checkpoint",
     "dataset",
     "split",
+    "examples_trained_on",
 )
+# Data without a split of this name evaluate the run's own held-out part under it.
+HOLDOUT_SPLIT = "validation"
 
 
 @keras.saving.register_keras_serializable(package="alexnet_tf")
@@ -87,7 +91,7 @@ class TrainedRun:
 
     def stats(self):
         """The training-set statistics the run prepared its images with."""
-        return self.run.load_stats()
+        return self.run.load_stats(self.config.mean)
 
     def build_model(self, num_classes=None):
         """The run's net with the checkpoint's weights, in float32 for inference
@@ -138,13 +142,18 @@ def evaluate_checkpoint(checkpoint, dataset=None, data_dir=None, split="test", t
         dataset, else None (the data module's default). Given without
         `dataset` for a run on cifar10_sample, it evaluates dataset cifar10
         from that folder.
-      split: the split to evaluate ("test"; imagenet2012 calls it "validation").
+      split: the split to evaluate: "test" (imagenet2012 calls it "validation"), "train",
+        or "validation" on data without a split of that name: the run's held-out
+        part of the training split, by the trainer's rule and the run's
+        validation_fraction.
       ten_crop: average the softmax over the paper's ten views of each image
         (four corners, centre, and their mirrors) instead of the centre crop.
       batch_size: images per batch (with ten_crop, each batch holds ten times
         as many views).
 
-    Returns a dict with the keys of `RESULT_KEYS`.
+    Returns a dict with the keys of `RESULT_KEYS`; `examples_trained_on` counts the evaluated
+    images that were in the run's training part (0 for held-out data), None where the data
+    sources cannot tell (they can for CIFAR-10 binary batches and the embedded sample).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size} must be a positive integer.")
@@ -172,7 +181,10 @@ def evaluate_checkpoint(checkpoint, dataset=None, data_dir=None, split="test", t
             f"dataset {dataset!r} names its classes {_names(info.class_names)}, but run {trained.run.directory} "
             f"was trained on {_names(trained.class_names)}: its labels would not match."
         )
-    images = source.load(split, decode=not info.encoded)
+    if split == HOLDOUT_SPLIT and HOLDOUT_SPLIT not in data.SPLITS[dataset]:
+        images, ids = held_out_part(source, info, config.validation_fraction, trained.run)
+    else:
+        images, ids = source.load(split, decode=not info.encoded), source.record_ids(split)
     stats = trained.stats()
     # A run without recorded classes is built for the data's; a checkpoint of another
     # class count then fails to load, with a one-line error.
@@ -201,7 +213,40 @@ def evaluate_checkpoint(checkpoint, dataset=None, data_dir=None, split="test", t
         "checkpoint": str(trained.checkpoint),
         "dataset": dataset,
         "split": split,
+        "examples_trained_on": examples_trained_on(trained, ids),
     }
+
+
+def held_out_part(source, info, validation_fraction, run):
+    """(images, record ids or None) of the part of `source`'s training split that a run with
+    `validation_fraction` held out: the trainer's rule (`input_pipeline.split_holdout`)."""
+    if not validation_fraction:
+        raise ValueError(
+            f"run {run.directory} held out no validation images (--validation_fraction=0); "
+            f"evaluate a test split instead."
+        )
+    size = info.split_sizes["train"]
+    num_train = size - math.ceil(validation_fraction * size)
+    _, part = input_pipeline.split_holdout(source.load("train", decode=not info.encoded), size, validation_fraction)
+    ids = source.record_ids("train")
+    return part, None if ids is None else ids[num_train:]
+
+
+def examples_trained_on(trained, evaluated_ids):
+    """How many of the evaluated records (`evaluated_ids`, see `data.Source.record_ids`) were in
+    the run's training part; None where either side's records are not known."""
+    if evaluated_ids is None:
+        return None
+    try:
+        run_source = trained.source(trained.config.dataset, trained.config.data_dir)
+        ids = run_source.record_ids("train")
+        if ids is None:
+            return None
+        size = run_source.info().split_sizes["train"]
+    except (data.DataError, OSError):  # the run's data is not here: unknown, not an error
+        return None
+    trained_ids = set(ids[: size - math.ceil(trained.config.validation_fraction * size)])
+    return sum(record in trained_ids for record in evaluated_ids)
 
 
 class _Counter:

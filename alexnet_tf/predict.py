@@ -13,7 +13,7 @@ recorded.
 Output: for each image its path and top-5 classes with probabilities, then,
 as the last line of stdout, one JSON object: {"checkpoint", "crops",
 "predictions": [{"image", "top5": [{"class", "index", "probability"}]}],
-"export"}.
+"errors": [{"image", "error"}], "export"}.
 
 `--export DIR` writes a TensorFlow SavedModel with the preprocessing inside:
 signature `serving_default` takes encoded image files (tf.string [N]),
@@ -22,7 +22,10 @@ return `probabilities` [N, classes], `top5_classes` (int32 [N, 5]),
 `top5_probabilities` [N, 5] and `top5_class_names` (string [N, 5]).
 
 Errors are one line on stderr; exit status 1 for a missing, unreadable or
-undecodable file, 2 for a usage error.
+undecodable file, 2 for a usage error. A missing image stops the command
+before the model is loaded; a file that cannot be read or is not an image
+gets its error line when it is met, the other images are still classified
+(and exported with --export), and the exit status is 1 at the end.
 """
 
 import os
@@ -30,6 +33,8 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import json  # noqa: E402
+import sys  # noqa: E402
+import traceback  # noqa: E402
 
 from absl import app, flags, logging  # noqa: E402
 
@@ -61,6 +66,14 @@ def main(argv):
     images = argv[1:]
     if not FLAGS.verbose:
         logging.set_verbosity(logging.WARNING)
+    bad_files = []
+
+    def report_bad_file(path, error):
+        if FLAGS.verbose:
+            traceback.print_exception(error)
+        print(f"error: {cli.first_line(error)}", file=sys.stderr, flush=True)
+        bad_files.append({"image": str(path), "error": cli.first_line(error)})
+
     with cli.one_line_errors(FLAGS.verbose):
         from alexnet_tf import serving
 
@@ -70,7 +83,7 @@ def main(argv):
         serving.check_images(images)
         export_dir = serving.check_export_dir(FLAGS.export) if FLAGS.export else None
         predictor = serving.load_predictor(FLAGS.checkpoint, ten_crop=FLAGS.ten_crop)
-        predictions = serving.predict_files(predictor, images)
+        predictions = serving.predict_files(predictor, images, on_bad_file=report_bad_file)
         if export_dir is not None:
             predictor.export(export_dir)
     if predictions:
@@ -81,9 +94,12 @@ def main(argv):
         "checkpoint": predictor.checkpoint,
         "crops": predictor.crops,
         "predictions": [{"image": p["image"], "top5": p["top5"]} for p in predictions],
+        "errors": bad_files,
         "export": str(export_dir) if export_dir is not None else None,
     }
     print(json.dumps(summary), flush=True)
+    if bad_files:
+        sys.exit(cli.EXIT_DATA)
 
 
 if __name__ == "__main__":

@@ -8,8 +8,9 @@ and a finished run has a `results.json` (written by the trainer, with its per-ep
 curves). A flagfile's header comment may name studies (`# Study: <title>` lines);
 the experiments of one study share a table and a plot (validation top-1 error against
 epochs; training error for the four-layer net of the paper's Figure 1, with the
-epochs until it first reaches 25%). Nothing is trained: the report reads only
-the committed results, so it can be regenerated anywhere.
+epochs until it first reaches 25%), each experiment in one colour throughout the report
+and a triangle on the first epoch after each cut of a run's learning rate. Nothing is
+trained: the report reads only the committed results, so it can be regenerated anywhere.
 """
 
 import dataclasses
@@ -301,46 +302,156 @@ def _slug(title, taken):
     return slug
 
 
-def plot_study(title, runs, path):
-    """A PNG of the study's learning curves: training loss and validation top-1 error per
-    epoch, or the training error for the four-layer net (the paper's Figure 1); and, when the
-    runs recorded it, validation top-1 error against wall-clock minutes (time to accuracy)."""
+# tab10 without its grey, which the 25% line of Figure 1 uses.
+PALETTE = (
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf",
+)  # fmt: skip
+# The runs (seeds, learning rates) of one experiment share its colour and differ in line style.
+RUN_LINE_STYLES = ("-", "--", ":", "-.")
+# A fall to at most this fraction of the previous epoch's learning rate is a drop: the plateau
+# schedule divides by 10, and 0.5 would still catch a schedule that halves.
+LEARNING_RATE_DROP = 0.5
+Y_MARGIN = 0.05  # of the plotted values' range, above and below them
+
+
+def experiment_colours(studies):
+    """{experiment name: colour} for the experiments of `studies` (groups of experiment names).
+
+    Assigned in sorted name order, so the same experiments and studies give the same colours
+    on every regeneration, whatever order they are met in: each experiment takes the palette
+    colour least used so far among those no experiment of its studies has, so the experiments
+    of one plot never share a colour (up to the palette's size) and, as far as the palette
+    goes, no two experiments of the report do."""
+    studies = [set(names) for names in studies]
+    colours, uses = {}, dict.fromkeys(PALETTE, 0)
+    for name in sorted(set().union(*studies)):
+        neighbours = {colours[other] for names in studies if name in names for other in names if other in colours}
+        free = [colour for colour in PALETTE if colour not in neighbours] or list(PALETTE)
+        colours[name] = min(free, key=lambda colour: uses[colour])  # the first such in palette order
+        uses[colours[name]] += 1
+    return colours
+
+
+def learning_rate_drops(curve, fraction=LEARNING_RATE_DROP):
+    """The epochs (1-based) of `curve`, a run's per-epoch learning rate, that are the first at a
+    rate cut to at most `fraction` of the previous epoch's.
+
+    Only a rate that held or rose for the epoch before counts: a step schedule (the plateau
+    one) keeps its rate for at least an epoch before each cut, while a cosine falls every
+    epoch and, near its end, by more than half per epoch (0.0015, 0.00068, 0.00017, 0 in
+    cifar10_best/run1), which is a smooth decay and no drop."""
+    drops = []
+    for index in range(1, len(curve or [])):
+        before, previous, value = (curve[index - 2] if index > 1 else None), curve[index - 1], curve[index]
+        if value is None or previous is None or not previous > 0:
+            continue
+        # The first epoch has nothing before it; after a missing value, whether the rate held is unknown.
+        held = previous >= before if before is not None else index == 1
+        if held and value <= fraction * previous:
+            drops.append(index + 1)
+    return drops
+
+
+def y_limits(curves, *, rate, include=(), margin=Y_MARGIN):
+    """(bottom, top) of a panel's y-axis: the finite values of `curves` and `include` with
+    `margin` of their range beyond each end, never below 0 (errors and losses are not
+    negative) nor, for a `rate`, above 1; None when there is nothing to fit (matplotlib's own
+    limits then)."""
+    values = [value for curve in curves for value in curve if value is not None and math.isfinite(value)]
+    values += list(include)
+    if not values:
+        return None
+    low, high = min(values), max(values)
+    pad = margin * ((high - low) or abs(high) or 1.0)  # a flat curve still gets a visible band
+    return max(low - pad, 0.0), (min(high + pad, 1.0) if rate else high + pad)
+
+
+def _run_line_styles(runs):
+    """{run label: line style}: each experiment's runs, in their order, through RUN_LINE_STYLES."""
+    seen, styles = {}, {}
+    for run in runs:
+        number = seen.get(run.experiment, 0)
+        seen[run.experiment] = number + 1
+        styles[run.label] = RUN_LINE_STYLES[number % len(RUN_LINE_STYLES)]
+    return styles
+
+
+def draw_study(title, runs, colours=None):
+    """The matplotlib figure of the study's learning curves: training loss and validation top-1
+    error per epoch, or the training error for the four-layer net (the paper's Figure 1); and,
+    when the runs recorded it, validation top-1 error against wall-clock minutes (time to
+    accuracy). Each experiment is drawn in its colour from `colours` (by default, those of
+    this study alone), its runs in their line styles; a triangle marks each epoch that starts
+    at a dropped learning rate."""
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib import pyplot
 
+    colours = colours or experiment_colours([[run.experiment for run in runs]])
+    styles = _run_line_styles(runs)
     four_layer = all(is_four_layer(run) for run in runs)
     varied = varied_settings(runs)
     if four_layer:
-        panels = [("top1_error", "training error rate", (0, 1))]
+        panels = [("top1_error", "training error rate", True)]
     else:
-        panels = [("loss", "training loss", (0, None)), ("val_top1_error", "validation top-1 error", (0, 1))]
+        panels = [("loss", "training loss", False), ("val_top1_error", "validation top-1 error", True)]
         if any(run.curves.get("wall_minutes") for run in runs):
-            panels.append(("val_top1_error", "validation top-1 error", (0, 1), "wall_minutes"))
+            panels.append(("val_top1_error", "validation top-1 error", True, "wall_minutes"))
     figure, all_axes = pyplot.subplots(1, len(panels), figsize=(7 * len(panels), 4.2), dpi=100, squeeze=False)
-    for axes, (key, label, limits, *x_key) in zip(all_axes[0], panels):
+    for axes, (key, label, rate, *x_key) in zip(all_axes[0], panels):
+        plotted, dropped = [], False
         for run in runs:
             curve = [math.nan if value is None else value for value in run.curves.get(key) or []]
-            x = run.curves.get(x_key[0]) if x_key else range(1, len(curve) + 1)
+            if x_key:
+                x = [math.nan if value is None else value for value in run.curves.get(x_key[0]) or []]
+            else:
+                x = list(range(1, len(curve) + 1))
             if not curve or not x:
                 continue
             settings = ", ".join(f"{SETTING_LABELS[k]}={_setting(run.hparams.get(k))}" for k in varied)
-            style = "--" if run.hparams.get("activation") == "tanh" else "-"
+            colour = colours[run.experiment]
             axes.plot(
-                [math.nan if value is None else value for value in x], curve, style,
-                label=f"{run.label}" + (f" ({settings})" if settings else ""),
+                x, curve, styles[run.label], color=colour, label=f"{run.label}" + (f" ({settings})" if settings else ""),
             )  # fmt: skip
+            plotted.append(curve[: len(x)])
+            drops = learning_rate_drops(run.curves.get("learning_rate"))
+            drops = [epoch for epoch in drops if epoch <= min(len(x), len(curve))]
+            if drops:
+                axes.plot(
+                    [x[epoch - 1] for epoch in drops], [curve[epoch - 1] for epoch in drops], "v",
+                    color=colour, markersize=7, markeredgecolor="black", markeredgewidth=0.5, label="_drop",
+                )  # fmt: skip
+                dropped = True
+        if dropped:  # one legend entry for every run's markers
+            axes.plot([], [], "v", color="white", markeredgecolor="black", label="first epoch after a learning-rate cut")
+        include = ()
         if four_layer:
+            include = (FIGURE1_TRAIN_ERROR,)  # so that the threshold line is always in view
             axes.axhline(FIGURE1_TRAIN_ERROR, color="grey", linewidth=0.8)
+            # Under the line's left end: the early epochs' errors are still far above it.
+            axes.text(
+                0.01, FIGURE1_TRAIN_ERROR, f"{100 * FIGURE1_TRAIN_ERROR:.0f}% training error (the paper's threshold)",
+                transform=axes.get_yaxis_transform(), ha="left", va="top", fontsize=8, color="dimgrey",
+            )  # fmt: skip
+        limits = y_limits(plotted, rate=rate, include=include)
+        if limits:
+            axes.set_ylim(*limits)
         axes.set_xlabel("wall-clock minutes" if x_key else "epoch")
         axes.set_ylabel(label)
-        axes.set_ylim(*limits)
         axes.grid(alpha=0.3)
         if axes.get_legend_handles_labels()[0]:
             axes.legend(fontsize=7)
     figure.suptitle(title, fontsize=10)
     figure.tight_layout()
+    return figure
+
+
+def plot_study(title, runs, path, colours=None):
+    """Writes `draw_study`'s figure as a PNG at `path`."""
+    from matplotlib import pyplot
+
+    figure = draw_study(title, runs, colours)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path)
     pyplot.close(figure)
@@ -396,7 +507,10 @@ def render(experiments, plots_dir, output, plots_link_dir=None):
         "",
     ]
     taken = set()
-    for title, members in group_by_study(experiments).items():
+    studies = group_by_study(experiments)
+    # One assignment for the whole report: an experiment has its colour in every plot.
+    colours = experiment_colours([experiment.name for experiment in members] for members in studies.values())
+    for title, members in studies.items():
         runs = [run for experiment in members for run in experiment.runs]
         lines += [f"## {title}", ""]
         for experiment in members:
@@ -410,7 +524,7 @@ def render(experiments, plots_dir, output, plots_link_dir=None):
         for sentence in precision_sentences(runs):
             lines += [sentence, ""]
         name = f"{_slug(title, taken)}.png"
-        plot_study(title, runs, pathlib.Path(plots_dir) / name)
+        plot_study(title, runs, pathlib.Path(plots_dir) / name, colours)
         lines += [f"![{title}]({_relative(plots_link_dir / name, output.parent)})", ""]
         lines += ["Machine: " + "; ".join(machines(runs)) + ".", ""]
     return "\n".join(lines)

@@ -4,7 +4,7 @@
         flags.txt        flagfile that reproduces the run (python -m alexnet_tf.train --flagfile=...)
         classes.json     the class count and names the model was built for
         stats/           training-set mean and PCA eigen-pairs the run computed
-        tensorboard/     TensorBoard event files (train/, validation/, images/, hparams)
+        tensorboard/     TensorBoard event files (alexnet_tf.tensorboard_logs: training and validation/)
         checkpoints/     best.weights.h5 (lowest validation top-1 error), latest.weights.h5,
                          resume/ (the state an unfinished run continues from; removed when it finishes)
         history.csv      one row per epoch
@@ -200,6 +200,12 @@ class Run:
                     f"--checkpoint {path} is a folder but not a run directory (it has no {FLAGS_FILE}); "
                     f"pass a run directory or one of its {CHECKPOINTS_DIR}/*{WEIGHTS_SUFFIX} files."
                 )
+            if not run.best_weights.is_file() and run.is_finished():
+                raise FileNotFoundError(
+                    f"run {path} finished, but its weights are not in the folder ({CHECKPOINTS_DIR}/{BEST_WEIGHTS}; "
+                    f"weights are never committed): copy them from the machine that trained it, or train it "
+                    f"again with --flagfile={run.flags_file}."
+                )
             if not run.best_weights.is_file():
                 raise FileNotFoundError(
                     f"run {path} has no {CHECKPOINTS_DIR}/{BEST_WEIGHTS} (it has not finished an epoch yet?); "
@@ -272,8 +278,9 @@ class Run:
             np.save(self.stats_dir / MEAN_IMAGE_FILE, np.asarray(stats.mean_image, np.float32))
         write_atomically(self.stats_dir / STATS_FILE, json.dumps(record, indent=2) + "\n")
 
-    def load_stats(self):
-        """The training-set statistics the run prepared its images with."""
+    def load_stats(self, mean="image"):
+        """The training-set statistics the run prepared its images with; the mean image (a
+        git-ignored file) only when `mean` is "image", the mode that subtracts it."""
         from alexnet_tf.preprocessing import DatasetStats
 
         if not self.has_stats():
@@ -281,7 +288,12 @@ class Run:
                 f"run {self.directory} has no {STATS_DIR}/{STATS_FILE}: its preprocessing statistics are missing."
             )
         record = json.loads((self.stats_dir / STATS_FILE).read_text())
-        mean_image = record.get("mean_image")
+        mean_image = record.get("mean_image") if mean == "image" else None
+        if mean_image and not (self.stats_dir / mean_image).is_file():
+            raise FileNotFoundError(
+                f"run {self.directory} subtracts the mean image, but {STATS_DIR}/{mean_image} is missing "
+                f"(it is not committed): copy it from the machine that trained the run."
+            )
         return DatasetStats(
             mean_rgb=np.asarray(record["mean_rgb"], np.float32),
             eigenvalues=np.asarray(record["eigenvalues"], np.float32),
@@ -301,8 +313,10 @@ class Run:
             for row in csv.DictReader(f):
                 try:
                     # A run resumed by a newer version may log a column its header lacks: csv puts it under None.
+                    # Keras's CSVLogger writes NA for a column an epoch did not log (all the val_
+                    # columns of a run that holds out nothing).
                     by_epoch[int(row["epoch"])] = {
-                        k: float(v) for k, v in row.items() if k is not None and v not in ("", None)
+                        k: float(v) for k, v in row.items() if k is not None and v not in ("", "NA", None)
                     }
                 except (KeyError, ValueError):
                     continue

@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from alexnet_tf import data, evaluation, input_pipeline, preprocessing
-from alexnet_tf.cli import first_line
+from alexnet_tf.cli import tf_error_summary
 
 TOP_K = 5
 TEN_CROPS = 10
@@ -146,9 +146,7 @@ def _decode(path, encoded):
     try:
         return tf.io.decode_image(encoded, channels=3, expand_animations=False)
     except tf.errors.InvalidArgumentError as error:
-        raise data.DataError(
-            f"{path} is not an image that can be decoded (JPEG, PNG, GIF or BMP): {first_line(error)}"
-        ) from error
+        raise data.DataError(f"{path} is not an image that can be decoded: {tf_error_summary(error)}") from error
 
 
 def check_images(paths):
@@ -161,17 +159,32 @@ def check_images(paths):
             raise IsADirectoryError(f"image {path} is not a file.")
 
 
-def predict_files(predictor, paths):
-    """[{"image", "probabilities", "top5": [{"class", "index", "probability"}]}] for image files."""
+def predict_files(predictor, paths, on_bad_file=None):
+    """[{"image", "probabilities", "top5": [{"class", "index", "probability"}]}] for image files.
+
+    A missing path fails first (`check_images`). A file that cannot be read
+    or is not an image raises `data.DataError` or `OSError` naming it; with
+    `on_bad_file`, `on_bad_file(path, error)` is called instead, and the
+    other files are still classified (the list leaves the bad ones out).
+    """
     check_images(paths)
     predictions = []
     for path in paths:
-        encoded = pathlib.Path(path).read_bytes()
-        _decode(path, encoded)  # a clear error for a file that is not an image
-        outputs = predictor.predict_encoded(encoded)  # the path of the SavedModel's serving_default
-        top5 = [
-            {"class": predictor.class_names[int(index)], "index": int(index), "probability": float(probability)}
-            for index, probability in zip(outputs["top5_classes"], outputs["top5_probabilities"])
-        ]
-        predictions.append({"image": str(path), "probabilities": outputs["probabilities"], "top5": top5})
+        try:
+            predictions.append(_predict_file(predictor, path))
+        except (data.DataError, OSError) as error:
+            if on_bad_file is None:
+                raise
+            on_bad_file(path, error)
     return predictions
+
+
+def _predict_file(predictor, path):
+    encoded = pathlib.Path(path).read_bytes()
+    _decode(path, encoded)  # a clear error for a file that is not an image
+    outputs = predictor.predict_encoded(encoded)  # the path of the SavedModel's serving_default
+    top5 = [
+        {"class": predictor.class_names[int(index)], "index": int(index), "probability": float(probability)}
+        for index, probability in zip(outputs["top5_classes"], outputs["top5_probabilities"])
+    ]
+    return {"image": str(path), "probabilities": outputs["probabilities"], "top5": top5}

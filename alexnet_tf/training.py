@@ -20,7 +20,7 @@ import keras
 import tensorflow as tf
 
 from alexnet_tf import callbacks as callbacks_lib
-from alexnet_tf import data, distribute, evaluation, input_pipeline, machine, preprocessing
+from alexnet_tf import data, distribute, evaluation, input_pipeline, machine, preprocessing, tensorboard_logs
 from alexnet_tf import model as model_lib
 from alexnet_tf.optim import SGDCoupledWeightDecay
 from alexnet_tf.run import Run
@@ -78,6 +78,9 @@ def train(config, *, run_name=None, devices=None, verbose=None):
     )
     validation_data = validation_dataset(validation_part, num_validation, eval_kwargs, strategy.num_replicas_in_sync)
     monitor = MONITOR if validation_data is not None else "top1_error"
+    if validation_data is None:
+        print("No validation part (--validation_fraction=0): the learning-rate schedule and the best "
+              "checkpoint follow the training error; results.json has no validation figures.", flush=True)
 
     with strategy.scope():
         model = compile_model(model_lib.build_for(config, info.num_classes), config, steps_per_epoch)
@@ -154,7 +157,7 @@ def training_stats(config, run, source, train_part, encoded):
     """The run's training-set statistics: read back on resume, else the source's published ones
     (ImageNet's) or computed from `train_part`."""
     if run.has_stats():
-        return run.load_stats()
+        return run.load_stats(config.mean)
     if source.published_stats is not None:
         stats = source.published_stats
     else:
@@ -287,19 +290,11 @@ def training_callbacks(config, run, writer, monitor, state, wall_start):
 
 def logging_callbacks(config, run, augmented_images, stats):
     """The chief's logs: TensorBoard scalars, HParams and images, and history.csv."""
-    write_hparams(run.tensorboard_dir, config, run.name)
+    tensorboard_logs.write_hparams(run.tensorboard_dir, config.hparams(), tensorboard_logs.trial_id(run.directory))
     return [
-        keras.callbacks.TensorBoard(str(run.tensorboard_dir), write_graph=False, update_freq="epoch"),
-        callbacks_lib.ImageSummaries(run.tensorboard_dir, augmented_images, stats.mean_rgb),
+        tensorboard_logs.EpochLogs(run.tensorboard_dir, augmented_images, stats.mean_rgb),
         keras.callbacks.CSVLogger(str(run.history_file), append=True),
     ]
-
-
-def write_hparams(log_dir, config, run_name):
-    from tensorboard.plugins.hparams import api as hparams_api
-
-    with tf.summary.create_file_writer(str(log_dir)).as_default():
-        hparams_api.hparams(config.hparams(), trial_id=run_name)
 
 
 def fit(model, train_data, validation_data, config, steps_per_epoch, state, callbacks, writer, verbose):
@@ -339,6 +334,7 @@ def finish(config, run, writer, source, info, monitor, eval_kwargs, wall_start):
     else:
         print(f"Dataset {config.dataset!r} has no test split here: no test error recorded.")
     run.write_results(results)
+    tensorboard_logs.write_final_errors(run.tensorboard_dir, results, step=max(results["epochs"] - 1, 0))
     print(f"Results: {run.results_file}")
     print(f"Run {run.directory} finished; its curves: tensorboard --logdir {run.tensorboard_dir}", flush=True)
     return results

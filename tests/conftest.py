@@ -61,3 +61,19 @@ def run_dir(tmp_path_factory):
         verbose=0,
     )
     return experiments / "t" / "run1"
+
+
+@pytest.fixture
+def cifar10_download_host(monkeypatch):
+    """A listening local socket standing in for tfds's CIFAR-10 download host.
+
+    tfds.testing.mock_data replaces the download, not alexnet_tf.data's check,
+    before it, that the host can be reached (this machine may be offline).
+    """
+    import socket
+
+    from alexnet_tf import data
+
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        monkeypatch.setattr(data, "CIFAR10_DOWNLOAD_ADDRESS", server.getsockname()[:2])
+        yield server

@@ -6,15 +6,19 @@ import hashlib
 import os
 import pathlib
 import shutil
+import socket
 import subprocess
 import sys
+import tarfile
+import time
 
 import h5py
 import numpy as np
 import pytest
 import tensorflow as tf
+from absl import flags
 
-from alexnet_tf import callbacks, data
+from alexnet_tf import callbacks, config, data
 from alexnet_tf.run import Run
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -250,3 +254,123 @@ def test_make_train_picks_a_recipe_that_learns(variables, expected):
         if name in ("EPOCHS", "DATA_DIR"):
             setting = f"--{'epochs' if name == 'EPOCHS' else 'data_dir'}={value}"
             assert command.index(expected) < command.index(setting)
+
+
+# ---------------------------------------------------------------------------
+# --help
+
+HELP_FLAGS = {
+    "train": ["--dataset", "--data_dir", "--norm", "--learning_rate", "--pca_std", "--experiment", "--strategy"],
+    "evaluate": ["--checkpoint", "--dataset", "--data_dir", "--split", "--[no]ten_crop", "--batch_size"],
+    "predict": ["--checkpoint", "--[no]ten_crop", "--export"],
+    "bench": ["--dataset", "--norms", "--precisions", "--rounds", "--[no]quick"],
+    "report": ["--experiments_dir", "--output"],
+}
+
+
+def help_sections(text):
+    """{heading: [flag names]} of a --help text, from its first flag heading on."""
+    sections, heading = {}, None
+    for line in text.splitlines():
+        if line and not line[0].isspace() and line.endswith(":"):
+            heading = line[:-1]
+            sections[heading] = []
+        elif heading is not None and line.startswith("  --"):
+            sections[heading].append(line.split(":")[0].strip().replace("[no]", "").lstrip("-"))
+    return sections
+
+
+@pytest.mark.parametrize("module", sorted(HELP_FLAGS))
+def test_help_lists_the_entry_points_own_flags_and_exits_0(module):
+    result = run_module(module, "--help")
+    assert result.returncode == 0, result.stderr[-2000:]
+    for flag in HELP_FLAGS[module]:
+        assert f"\n  {flag}: " in result.stdout, flag
+    assert "logtostderr" not in result.stdout  # absl's own flags are for --helpfull
+    assert result.stdout.rstrip().endswith("--helpfull lists every flag, absl's own included.")
+
+
+def test_train_help_lists_every_training_flag_under_its_group():
+    result = run_module("train", "--help")
+    assert result.returncode == 0, result.stderr[-2000:]
+    sections = help_sections(result.stdout)
+    assert sections == {**{heading: list(names) for heading, names in config.FLAG_GROUPS}, "other": ["verbose"]}
+    defined = flags.FlagValues()
+    config.define_flags(defined)
+    assert sorted(name for _, names in config.FLAG_GROUPS for name in names) == sorted(defined)
+
+
+def test_helpfull_still_lists_every_flag():
+    result = run_module("train", "--helpfull")
+    assert result.returncode == 0, result.stderr[-2000:]
+    for flag in ("--norm", "--learning_rate", "--[no]verbose", "--[no]logtostderr", "--flagfile"):
+        assert f"  {flag}: " in result.stdout, flag
+
+
+# ---------------------------------------------------------------------------
+# Data that tensorflow-datasets would have to download or prepare
+
+
+def run_train_with_cifar10_host(address, *args):
+    """`python -m alexnet_tf.train ARGS`, with tfds's CIFAR-10 download host replaced by `address`."""
+    environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    environment.pop("ALEXNET_TF_DATA_DIR", None)
+    code = (
+        "import runpy; from alexnet_tf import data; "
+        f"data.CIFAR10_DOWNLOAD_ADDRESS = {tuple(address)!r}; "
+        "runpy.run_module('alexnet_tf.train', run_name='__main__', alter_sys=True)"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code, *map(str, args)],
+        cwd=REPO_ROOT, env=environment, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+
+
+def test_cifar10_download_without_network_fails_at_once_and_leaves_nothing(tmp_path):
+    tfds_dir = tmp_path / "tfds"
+    tfds_dir.mkdir()
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))  # bound, never listening: a connection is refused, as offline
+        host, port = closed.getsockname()
+        start = time.monotonic()
+        result = run_train_with_cifar10_host(
+            (host, port), "--dataset=cifar10", f"--tfds_data_dir={tfds_dir}",
+            f"--experiments_dir={tmp_path / 'experiments'}", *TINY,
+        )  # fmt: skip
+        elapsed = time.monotonic() - start
+    assert result.returncode == DATA, result.stderr[-2000:]
+    lines = error_lines(result.stderr)
+    assert len(lines) == 1 and f"cannot reach {host}:{port} to download it" in lines[0], result.stderr[-2000:]
+    assert "point --data_dir or $ALEXNET_TF_DATA_DIR at a folder of CIFAR-10 binary batches" in lines[0]
+    assert "Traceback" not in result.stderr
+    assert list(tfds_dir.iterdir()) == [] and not (tmp_path / "experiments").exists()
+    # Start-up (TensorFlow's import) included; tfds's retries took about 3.5 minutes.
+    assert elapsed < 30, elapsed
+
+
+def test_imagenet_folder_without_train_or_tar_files_fails_at_once_and_leaves_nothing(tmp_path):
+    images = tmp_path / "imagenet"
+    images.mkdir()
+    (images / "README.txt").write_text("not ImageNet\n")
+    tfds_dir = tmp_path / "tfds"
+    result = run_module(
+        "train", "--dataset=imagenet2012", f"--data_dir={images}", f"--tfds_data_dir={tfds_dir}",
+        f"--experiments_dir={tmp_path / 'experiments'}", *TINY,
+    )  # fmt: skip
+    assert result.returncode == DATA, result.stderr[-2000:]
+    lines = error_lines(result.stderr)
+    assert len(lines) == 1 and f"the manual dir {images} lacks ILSVRC2012_img_train.tar" in lines[0]
+    assert "Downloading and preparing" not in result.stderr and "Traceback" not in result.stderr
+    assert not tfds_dir.exists() and not (tmp_path / "experiments").exists()
+
+
+def test_cifar10_archive_as_data_dir_says_how_to_unpack_it(tmp_path):
+    archive = tmp_path / "cifar-10-binary.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(data.SAMPLE_CIFAR10_DIR / "test_batch.bin", arcname=f"{data.CIFAR10_TAR_FOLDER}/test_batch.bin")
+    result = run_module("train", "--dataset=cifar10", f"--data_dir={archive}", f"--experiments_dir={tmp_path}", *TINY)
+    assert result.returncode == DATA, result.stderr[-2000:]
+    assert error_lines(result.stderr) == [
+        f"error: CIFAR-10 folder {archive} (from data_dir) is a file, not a folder: it is a tar archive; "
+        f"unpack it (tar xf {archive} -C {tmp_path}) and pass the folder it makes, {tmp_path / 'cifar-10-batches-bin'}."
+    ]

@@ -8,6 +8,11 @@ tf.data reader under test.
 import importlib.util
 import pathlib
 import re
+import shutil
+import subprocess
+import tarfile
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -331,11 +336,49 @@ def test_sample_script_regenerates_the_committed_sample(shared_cifar10_dir, tmp_
         assert (tmp_path / name).read_bytes() == (SAMPLE_DIR / name).read_bytes(), name
 
 
+def tiny_cifar10_archive(folder, records=10, inside=data.CIFAR10_TAR_FOLDER):
+    """A cifar-10-binary.tar.gz in `folder` with `records` sample records per split, as the official
+    one is laid out (its files inside `inside`/, or at the top when `inside` is empty)."""
+    archive = folder / "cifar-10-binary.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for name in ("batches.meta.txt", "data_batch_1.bin", "test_batch.bin"):
+            content = (SAMPLE_DIR / name).read_bytes()
+            file = folder / name
+            file.write_bytes(content if name.endswith(".txt") else content[: records * 3073])
+            tar.add(file, arcname=f"{inside}/{name}" if inside else name)
+            file.unlink()
+    return archive
+
+
+@pytest.mark.parametrize("inside", [data.CIFAR10_TAR_FOLDER, ""])
+def test_cifar10_data_dir_that_is_the_archive_says_how_to_unpack_it(tmp_path, inside):
+    archive = tiny_cifar10_archive(tmp_path, inside=inside)
+    with pytest.raises(DataError) as raised:
+        data.source("cifar10", archive)
+    message = str(raised.value)
+    assert message.startswith(f"CIFAR-10 folder {archive} (from data_dir) is a file, not a folder: it is a tar archive")
+    assert "\n" not in message
+    # The advice works: its command unpacks the archive, and the folder it names reads.
+    advice = r".*\((mkdir .*|tar xf .*)\) and pass (?:the folder it makes, (.*)|that folder)\."
+    command, folder = re.fullmatch(advice, message).groups()
+    shutil.which("tar") or pytest.skip("tar is not installed")
+    subprocess.run(command, shell=True, check=True)
+    folder = folder or str(tmp_path / "cifar-10-binary")
+    assert folder == str(tmp_path / (inside or "cifar-10-binary"))
+    assert data.source("cifar10", folder).info().split_sizes == {"train": 10, "test": 10}
+
+
+def test_a_data_dir_that_is_an_ordinary_file_is_refused_without_unpack_advice(tmp_path):
+    (tmp_path / "notes.txt").write_text("not data")
+    with pytest.raises(DataError, match=r"notes.txt \(from data_dir\) is a file, not a folder\.$"):
+        data.source("cifar10", tmp_path / "notes.txt")
+
+
 # ---------------------------------------------------------------------------
 # tensorflow-datasets (mocked: no network here)
 
 
-def test_cifar10_without_data_dir_comes_from_tfds(tmp_path):
+def test_cifar10_without_data_dir_comes_from_tfds(tmp_path, cifar10_download_host):
     with tfds.testing.mock_data(num_examples=7):
         dataset = data.load_split("cifar10", "train", tfds_data_dir=str(tmp_path))
         assert dataset.element_spec == (tf.TensorSpec([32, 32, 3], tf.uint8), tf.TensorSpec([], tf.int64))
@@ -356,7 +399,7 @@ def test_tfds_failure_is_one_line_pointing_at_local_files(tmp_path):
     assert "--data_dir or $ALEXNET_TF_DATA_DIR" in message and "data_batch_1.bin" in message
 
 
-def test_tfds_download_error_is_turned_into_a_data_error(tmp_path, monkeypatch):
+def test_tfds_download_error_is_turned_into_a_data_error(tmp_path, monkeypatch, cifar10_download_host):
     def offline_load(*args, **kwargs):
         raise tfds.download.DownloadError("Failed to get url https://www.cs.toronto.edu/...\nretries exhausted")
 
@@ -367,9 +410,12 @@ def test_tfds_download_error_is_turned_into_a_data_error(tmp_path, monkeypatch):
 
 
 def test_imagenet_from_tfds_yields_jpeg_bytes_when_not_decoding(tmp_path):
+    manual = {"tfds_data_dir": str(tmp_path), "tfds_manual_dir": str(tmp_path / "manual")}
+    (tmp_path / "manual").mkdir()
+    (tmp_path / "manual" / "ILSVRC2012_img_val.tar").write_bytes(b"")  # mock_data does not read it
     with tfds.testing.mock_data(num_examples=3):
-        encoded = data.load_split("imagenet2012", "validation", tfds_data_dir=str(tmp_path), decode=False)
-        decoded = data.load_split("imagenet2012", "test", tfds_data_dir=str(tmp_path))
+        encoded = data.load_split("imagenet2012", "validation", decode=False, **manual)
+        decoded = data.load_split("imagenet2012", "test", **manual)
         for (jpeg, label), (image, same_label) in zip(encoded, decoded):
             assert jpeg.dtype == tf.string and bool(tf.io.is_jpeg(jpeg))
             assert image.dtype == tf.uint8 and image.shape[-1] == 3
@@ -384,8 +430,65 @@ def test_imagenet_without_image_folder_or_manual_files_says_what_is_missing(tmp_
         data.load_split("imagenet2012", "train", manual_dir, tfds_data_dir=str(tmp_path / "tfds"))
     message = str(raised.value)
     assert "\n" not in message
+    assert "it prepares split 'train' from ILSVRC2012_img_train.tar" in message
     assert f"the manual dir {manual_dir} lacks ILSVRC2012_img_train.tar" in message
     assert "train/<class>/<image>" in message
+    assert not (tmp_path / "tfds").exists()  # tfds was not asked to prepare anything
+
+
+def test_imagenet_without_manual_dir_looks_where_tfds_would_and_leaves_nothing(tmp_path):
+    with pytest.raises(DataError) as raised:
+        data.load_split("imagenet2012", "validation", tfds_data_dir=str(tmp_path))
+    message = str(raised.value)
+    missing_from = tmp_path / "downloads" / "manual"
+    assert f"from ILSVRC2012_img_val.tar, missing from {missing_from})" in message
+    assert "no manual dir was given" in message and "\n" not in message
+    assert list(tmp_path.iterdir()) == []
+
+
+def closed_port():
+    """A local socket bound but never listening: connecting to it is refused at once."""
+    import socket
+
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    return closed
+
+
+def test_cifar10_download_fails_at_once_when_its_host_cannot_be_reached(tmp_path, monkeypatch):
+    with closed_port() as closed:
+        host, port = closed.getsockname()
+        monkeypatch.setattr(data, "CIFAR10_DOWNLOAD_ADDRESS", (host, port))
+        start = time.monotonic()
+        with pytest.raises(DataError) as raised:
+            data.load_split("cifar10", "train", tfds_data_dir=str(tmp_path))
+        elapsed = time.monotonic() - start
+    message = str(raised.value)
+    assert f"(cannot reach {host}:{port} to download it: " in message and "refused" in message
+    assert "point --data_dir or $ALEXNET_TF_DATA_DIR at a folder of CIFAR-10 binary batches" in message
+    assert "\n" not in message
+    assert elapsed < 5, elapsed
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_download_check_gives_up_after_its_timeout(tmp_path, monkeypatch):
+    import socket
+
+    released = threading.Event()
+
+    def hanging_lookup(*args, **kwargs):  # as a name lookup without a DNS answer
+        released.wait(60)
+        raise OSError("released")
+
+    monkeypatch.setattr(socket, "create_connection", hanging_lookup)
+    monkeypatch.setattr(data, "DOWNLOAD_PROBE_TIMEOUT_S", 0.2)
+    start = time.monotonic()
+    try:
+        with pytest.raises(DataError, match=r"to download it: no answer within 0.2 s\)"):
+            data.load_split("cifar10", "train", tfds_data_dir=str(tmp_path))
+    finally:
+        released.set()
+    assert time.monotonic() - start < 5
 
 
 # ---------------------------------------------------------------------------
@@ -611,7 +714,7 @@ def test_source_for_prefers_the_data_dir_flag_to_the_environment(tmp_path, monke
     assert src.test_split() == "test"
 
 
-def test_source_for_without_any_data_dir_reads_cifar10_through_tfds(tmp_path):
+def test_source_for_without_any_data_dir_reads_cifar10_through_tfds(tmp_path, cifar10_download_host):
     src = data.source_for(TrainConfig(dataset="cifar10", tfds_data_dir=str(tmp_path)))
     assert type(src) is data.TfdsSource and src.name == "cifar10"
     assert src.data_dir is None and src.reads_files

@@ -122,7 +122,12 @@ def test_bad_checkpoint_paths_are_one_line_errors(run_dir, tmp_path, capsys):
 
     unfinished = copy_run(run_dir, tmp_path / "unfinished", checkpoints=False)
     code, err = one_line_error(capsys, checkpoint=unfinished)
-    assert code == cli.EXIT_DATA and "has no checkpoints/best.weights.h5" in err
+    assert code == cli.EXIT_DATA and "has no checkpoints/best.weights.h5 (it has not finished an epoch yet?)" in err
+
+    # A committed run: finished (results.json), its weights never committed.
+    shutil.copy(run_dir / run_lib.RESULTS_FILE, unfinished)
+    code, err = one_line_error(capsys, checkpoint=unfinished)
+    assert code == cli.EXIT_DATA and "finished, but its weights are not in the folder" in err
 
     corrupt = copy_run(run_dir, tmp_path / "corrupt")
     (corrupt / "checkpoints" / run_lib.BEST_WEIGHTS).write_bytes(b"not hdf5")
@@ -135,8 +140,8 @@ def test_data_that_does_not_fit_the_model_is_a_one_line_error(run_dir, capsys):
     assert code == cli.EXIT_USAGE
     assert "dataset 'synthetic' has 1000 classes but the checkpoint's model has 10 outputs" in err
 
-    code, err = one_line_error(capsys, checkpoint=run_dir, split="validation")
-    assert code == cli.EXIT_DATA and "split='validation' is not a split of cifar10_sample" in err
+    code, err = one_line_error(capsys, checkpoint=run_dir, split="valid")
+    assert code == cli.EXIT_DATA and "split='valid' is not a split of cifar10_sample" in err
 
     code, err = one_line_error(capsys, checkpoint=run_dir, dataset="cifar10_sample", data_dir="/tmp")
     assert code == cli.EXIT_USAGE and "reads no files" in err
@@ -187,7 +192,7 @@ def test_command_prints_a_summary_and_a_json_last_line(run_dir, tmp_path):
     "args, code, message",
     [
         (["--dataset=synthetic"], cli.EXIT_USAGE, "has 1000 classes but the checkpoint's model has 10 outputs"),
-        (["--split=validation"], cli.EXIT_DATA, "split='validation' is not a split of cifar10_sample"),
+        (["--split=valid"], cli.EXIT_DATA, "split='valid' is not a split of cifar10_sample"),
     ],
 )
 def test_command_errors_are_one_line_with_the_exit_status(run_dir, args, code, message):
@@ -197,3 +202,69 @@ def test_command_errors_are_one_line_with_the_exit_status(run_dir, args, code, m
     errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and message in errors[0], done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_validation_is_the_runs_own_held_out_part(run_dir):
+    held_out = evaluation.evaluate_checkpoint(run_dir, split="validation", batch_size=25)
+    recorded = Run(run_dir).read_results()
+    # The sample's 1000 training records, the last 10% held out: what the trainer validated on.
+    assert (held_out["split"], held_out["examples"], held_out["examples_trained_on"]) == ("validation", 100, 0)
+    assert held_out["top1_error"] == pytest.approx(recorded["best_validation_top1_error"], abs=1e-6)
+
+    training = evaluation.evaluate_checkpoint(run_dir, split="train", batch_size=100)
+    assert (training["examples"], training["examples_trained_on"]) == (1000, 900)
+    assert evaluation.evaluate_checkpoint(run_dir, batch_size=100)["examples_trained_on"] == 0
+
+
+def a_run_on_cifar10_batches(run_dir, tmp_path, **flags):
+    """A copy of the sample run as if trained on a CIFAR-10 folder of data_batch_1.bin (the sample's
+    training records) and data_batch_2.bin (the first 200 records of the official data_batch_2.bin,
+    which are the sample's test images)."""
+    folder = tmp_path / "cifar10"
+    folder.mkdir()
+    shutil.copy(data.SAMPLE_CIFAR10_DIR / "data_batch_1.bin", folder)
+    shutil.copy(SAMPLE_TEST_BATCH, folder / "data_batch_2.bin")
+    shutil.copy(data.SAMPLE_CIFAR10_DIR / data.CIFAR10_META_FILE, folder)
+    run = copy_run(run_dir, tmp_path / "exp" / "run1")
+    settings = {"dataset": "cifar10", "data_dir": str(folder), **flags}
+    kept = [line for line in (run / run_lib.FLAGS_FILE).read_text().splitlines()
+            if line.split("=")[0].lstrip("-") not in settings]  # fmt: skip
+    (run / run_lib.FLAGS_FILE).write_text("\n".join(kept + [f"--{k}={v}" for k, v in settings.items()]) + "\n")
+    return run
+
+
+def test_evaluating_images_the_run_trained_on_is_counted_and_warned_about(run_dir, tmp_path):
+    run = a_run_on_cifar10_batches(run_dir, tmp_path)
+    # 1200 training records, the last 120 held out: data_batch_2.bin's records 80-199.
+    result = evaluation.evaluate_checkpoint(run, dataset="cifar10_sample", batch_size=100)
+    assert (result["examples"], result["examples_trained_on"]) == (200, 80)
+    held_out = evaluation.evaluate_checkpoint(run, split="validation", batch_size=120)
+    assert (held_out["examples"], held_out["examples_trained_on"]) == (120, 0)
+
+    done = evaluate_command(f"--checkpoint={run}", "--dataset=cifar10_sample")
+    assert done.returncode == 0, done.stderr
+    warnings = [line for line in done.stderr.splitlines() if line.startswith("warning: ")]
+    assert len(warnings) == 1 and "80 of the 200 images evaluated were in the training part of run" in warnings[0]
+    assert json.loads(done.stdout.splitlines()[-1])["examples_trained_on"] == 80
+    quiet = evaluate_command(f"--checkpoint={run}", "--split=validation")
+    assert quiet.returncode == 0 and "warning" not in quiet.stderr, quiet.stderr
+
+
+def test_a_run_that_held_out_nothing_has_no_validation_split(run_dir, tmp_path, capsys):
+    run = a_run_on_cifar10_batches(run_dir, tmp_path, validation_fraction=0.0)
+    code, err = one_line_error(capsys, checkpoint=run, split="validation")
+    assert code == cli.EXIT_USAGE and "held out no validation images (--validation_fraction=0)" in err
+
+
+def test_a_committed_run_without_its_mean_image_evaluates_unless_it_used_it(run_dir, tmp_path):
+    # stats/mean_image.npy is git-ignored: a committed run has stats.json naming it, not the file.
+    run = copy_run(run_dir, tmp_path / "exp" / "run1")
+    (run / "stats" / run_lib.MEAN_IMAGE_FILE).unlink()
+    done = evaluate_command(f"--checkpoint={run}")
+    assert done.returncode == 0, done.stderr
+
+    with (run / run_lib.FLAGS_FILE).open("a") as flags_file:
+        flags_file.write("--mean=image\n")
+    done = evaluate_command(f"--checkpoint={run}")
+    assert done.returncode == cli.EXIT_DATA
+    assert done.stderr.strip().splitlines()[-1].startswith("error: ") and "mean_image.npy is missing" in done.stderr

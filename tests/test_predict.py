@@ -180,14 +180,25 @@ def test_command_prints_the_top5_of_each_image_and_a_json_last_line(run_dir, pre
     assert len(lines) == 2 * (1 + 5) + 1  # per image its path and five classes, then the JSON
 
 
-def test_command_errors_are_one_line_with_the_exit_status(run_dir, tmp_path):
-    not_an_image = tmp_path / "notes.png"
+def test_command_reports_a_file_that_is_not_an_image_in_one_line_and_classifies_the_others(
+    run_dir, predictor, test_images, tmp_path
+):
+    images, _ = test_images
+    first, last = write_images(tmp_path, images[:2], "png")
+    not_an_image = tmp_path / "notes.txt"
     not_an_image.write_text("not an image")
 
-    done = predict_command(f"--checkpoint={run_dir}", not_an_image)
+    done = predict_command(f"--checkpoint={run_dir}", first, not_an_image, last)
 
     assert done.returncode == cli.EXIT_DATA
-    assert done.stdout == ""
     errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1 and "notes.png is not an image that can be decoded" in errors[0], done.stderr
-    assert "Traceback" not in done.stderr
+    assert len(errors) == 1, done.stderr
+    # TensorFlow's reason, without its op decorations ({{function_node ...}}, [Op:DecodeImage]).
+    assert errors[0].startswith(f"error: {not_an_image} is not an image that can be decoded: Unknown image file format")
+    assert errors[0].endswith("required."), errors[0]
+    assert "Traceback" not in done.stderr and "function_node" not in done.stderr
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    expected = serving.predict_files(predictor, [first, last])
+    assert [p["image"] for p in summary["predictions"]] == [str(first), str(last)]
+    assert [p["top5"][0]["class"] for p in summary["predictions"]] == [p["top5"][0]["class"] for p in expected]
+    assert summary["errors"] == [{"image": str(not_an_image), "error": errors[0].removeprefix("error: ")}]

@@ -201,3 +201,142 @@ def test_every_experiment_flagfile_parses(flagfile):
 
     parsed = config.config_from_flagfile(flagfile)
     assert parsed.experiment == flagfile.stem
+
+
+def test_y_limits_fit_the_plotted_values_with_a_margin():
+    # Errors between 0.35 and 0.45 get 5% of their range either side, not 0 to 1.
+    assert report.y_limits([[0.45, 0.4, None], [0.35, float("nan")]], rate=True) == pytest.approx((0.345, 0.455))
+    # Rates stay within [0, 1] and losses above 0; the 25% line of Figure 1 is kept in view.
+    assert report.y_limits([[0.01, 0.99]], rate=True) == (0.0, 1.0)
+    assert report.y_limits([[2.0, 2.5]], rate=False) == pytest.approx((1.975, 2.525))
+    assert report.y_limits([[0.02, 2.0]], rate=False) == pytest.approx((0.0, 2.099))
+    assert report.y_limits([[0.4, 0.5]], rate=True, include=(0.25,)) == pytest.approx((0.2375, 0.5125))
+    # A flat curve still gets a band around it; no values leave matplotlib's own limits.
+    assert report.y_limits([[0.8, 0.8]], rate=True) == pytest.approx((0.76, 0.84))
+    assert report.y_limits([[], [None]], rate=True) is None
+
+
+def cosine(peak, epochs):
+    import math
+
+    return [peak * 0.5 * (1 + math.cos(math.pi * epoch / (epochs - 1))) for epoch in range(epochs)]
+
+
+def test_learning_rate_drops_are_the_first_epochs_at_a_cut_rate_and_not_a_cosine():
+    plateau = [0.01] * 5 + [0.001] * 3 + [0.0001] * 2
+    assert report.learning_rate_drops(plateau) == [6, 9]
+    assert report.learning_rate_drops([0.1, 0.01]) == [2]  # cut after the first epoch
+    assert report.learning_rate_drops([0.005, 0.01, 0.01, 0.001]) == [4]  # after a warm-up
+    assert report.learning_rate_drops([0.1, 0.1, 0.05, 0.05, 0.03]) == [3]  # halving counts, 0.6x does not
+    # A cosine to 0 falls by more than half per epoch at its end, every epoch: no drop.
+    for curve in (cosine(0.02, 18), [0.0, 0.01] + cosine(0.02, 30)):
+        assert any(later <= 0.5 * earlier for earlier, later in zip(curve, curve[1:]))
+        assert report.learning_rate_drops(curve) == []
+    assert report.learning_rate_drops([0.01, None, 0.001, 0.0, 0.0]) == []
+    assert report.learning_rate_drops(None) == report.learning_rate_drops([]) == []
+
+
+def test_experiment_colours_differ_within_a_study_and_do_not_depend_on_order():
+    studies = [["b", "a"], ["a", "c"], ["d"]]
+    colours = report.experiment_colours(studies)
+    assert colours == report.experiment_colours([["c", "a"], ["d"], ["a", "b"]])
+    assert colours["a"] != colours["b"] and colours["a"] != colours["c"]
+    # While the palette lasts, no two experiments of the report share a colour.
+    assert len(set(colours.values())) == 4
+    many = report.experiment_colours([[f"e{i:02}"] for i in range(12)])
+    assert len(set(many.values())) == len(report.PALETTE)
+    # More experiments in one study than colours: every colour in use, none more than twice.
+    crowded = report.experiment_colours([[f"e{i:02}" for i in range(len(report.PALETTE) + 2)]])
+    assert sorted(set(crowded.values())) == sorted(report.PALETTE)
+    assert max(list(crowded.values()).count(colour) for colour in report.PALETTE) == 2
+
+
+def curve_run(experiment, name, val, lr=None, seed=0, loss=None):
+    curves = {"val_top1_error": val, "loss": loss or [2.0 - 0.1 * i for i in range(len(val))]}
+    if lr:
+        curves["learning_rate"] = lr
+    return Run(experiment, name, {"hparams": {"model": "alexnet", "seed": seed}, "curves": curves})
+
+
+def run_lines(axes):
+    """{run label: its curve's Line2D} of a panel."""
+    return {line.get_label().split(" ")[0]: line for line in axes.get_lines() if "/" in line.get_label()}
+
+
+def test_a_study_plot_fits_its_data_marks_learning_rate_cuts_and_colours_by_experiment(tmp_path):
+    from matplotlib import pyplot
+
+    plateau = [0.01] * 5 + [0.001] * 3
+    runs = [
+        curve_run("lrn", "run1", [0.45, 0.42, 0.4, 0.38, 0.37, 0.36, 0.355, 0.35], lr=plateau),
+        curve_run("lrn", "run2", [0.44, 0.41, 0.4, 0.39, 0.38, 0.37, 0.36, 0.36], lr=plateau, seed=1),
+        curve_run("cosine", "run1", [0.45, 0.4, 0.38, 0.37], lr=cosine(0.02, 4)),
+    ]
+    colours = {"lrn": "#d62728", "cosine": "#2ca02c"}
+    figure = report.draw_study("Study", runs, colours)
+    try:
+        loss_axes, error_axes = figure.axes
+        assert error_axes.get_ylim() == pytest.approx((0.345, 0.455))
+        assert loss_axes.get_ylim() == pytest.approx((1.265, 2.035))
+        for axes in (loss_axes, error_axes):
+            lines = run_lines(axes)
+            # The seeds of one experiment share its colour and differ in line style.
+            assert [lines[label].get_color() for label in ("lrn/run1", "lrn/run2", "cosine/run1")] == ["#d62728"] * 2 + ["#2ca02c"]
+            assert lines["lrn/run1"].get_linestyle() != lines["lrn/run2"].get_linestyle()
+            # Each lrn run is marked at epoch 6, on its curve and in its colour; the cosine run is not marked.
+            markers = [line for line in axes.get_lines() if line.get_label() == "_drop"]
+            assert [(list(m.get_xdata()), m.get_color()) for m in markers] == [([6], "#d62728"), ([6], "#d62728")]
+            assert [m.get_ydata()[0] for m in markers] == [lines["lrn/run1"].get_ydata()[5], lines["lrn/run2"].get_ydata()[5]]
+            assert "first epoch after a learning-rate cut" in axes.get_legend_handles_labels()[1]
+    finally:
+        pyplot.close(figure)
+    path = tmp_path / "plots" / "study.png"
+    report.plot_study("Study", runs, path, colours)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
+
+
+def test_figure1_plot_labels_its_25_percent_line():
+    from matplotlib import pyplot
+
+    runs = [
+        Run("relu", "run1", {"hparams": {"model": "four_layer", "activation": "relu"}, "curves": {"top1_error": [0.6, 0.4, 0.3]}}),
+        Run("tanh", "run1", {"hparams": {"model": "four_layer", "activation": "tanh"}, "curves": {"top1_error": [0.7, 0.5, 0.45]}}),
+    ]
+    figure = report.draw_study("Figure 1", runs)
+    try:
+        (axes,) = figure.axes
+        assert [text.get_text() for text in axes.texts] == ["25% training error (the paper's threshold)"]
+        assert axes.texts[0].get_position()[1] == 0.25
+        bottom, top = axes.get_ylim()
+        assert bottom < 0.25 and 0.7 < top < 0.75  # the data and the line, not 0 to 1
+        lines = run_lines(axes)
+        assert lines["relu/run1"].get_color() != lines["tanh/run1"].get_color()
+    finally:
+        pyplot.close(figure)
+
+
+def test_every_experiment_has_one_colour_across_the_reports_plots(experiments, monkeypatch):
+    from matplotlib import pyplot
+
+    drawn = {}  # study title: {run label: [colours of its lines, every panel]}
+    real_draw_study = report.draw_study
+
+    def spy(title, runs, colours=None):
+        figure = real_draw_study(title, runs, colours)
+        for axes in figure.axes:
+            for label, line in run_lines(axes).items():
+                drawn.setdefault(title, {}).setdefault(label, []).append(pyplot.matplotlib.colors.to_hex(line.get_color()))
+        return figure
+
+    monkeypatch.setattr(report, "draw_study", spy)
+    report.write_report(experiments)
+    assert sorted(drawn) == ["Figure 1", "LRN vs none", "Towers"]
+    colour_of = {}
+    for title, runs in drawn.items():
+        for label, colours in runs.items():
+            experiment = label.split("/")[0]
+            assert colour_of.setdefault(experiment, colours[0]) == colours[0]
+            assert set(colours) == {colour_of[experiment]}, (title, label)
+    # norms_lrn is in two studies; its colour is its own in both, and the five experiments have five colours.
+    assert "norms_lrn/run1" in drawn["LRN vs none"] and "norms_lrn/run1" in drawn["Towers"]
+    assert len(set(colour_of.values())) == len(colour_of) == 5

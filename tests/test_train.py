@@ -122,6 +122,20 @@ def test_a_run_whose_flag_differs_is_not_continued_and_the_flag_is_named(tmp_pat
         Run.for_training(tmp_path, config_lib.TrainConfig(epochs=3, lr_patience=5), "run1")
 
 
+def hparams_trial_ids(event_dir):
+    """The HParams session records' trial ids in one log folder's event files."""
+    from tensorboard.plugins.hparams import metadata
+
+    ids = []
+    for path in sorted(pathlib.Path(event_dir).glob("events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                if value.tag == metadata.SESSION_START_INFO_TAG:
+                    content = value.metadata.plugin_data.content
+                    ids.append(metadata.parse_session_start_info_plugin_data(content).group_name)
+    return ids
+
+
 def scalar_tags(event_dir):
     tags = set()
     for path in pathlib.Path(event_dir).glob("events.out.tfevents.*"):
@@ -132,7 +146,7 @@ def scalar_tags(event_dir):
 
 
 @pytest.mark.slow
-def test_one_epoch_on_tfds_mock_data_writes_the_run_directory(tmp_path):
+def test_one_epoch_on_tfds_mock_data_writes_the_run_directory(tmp_path, cifar10_download_host):
     config = config_lib.TrainConfig(dataset="cifar10", experiments_dir=str(tmp_path), experiment="mock", **TINY)
     with tfds.testing.mock_data(num_examples=40):
         results = training.train(config, verbose=0)
@@ -144,12 +158,16 @@ def test_one_epoch_on_tfds_mock_data_writes_the_run_directory(tmp_path):
     assert json.loads((run_dir / "results.json").read_text()) == results
     assert results["epochs"] == 1 and 0.0 <= results["best_validation_top1_error"] <= 1.0
     assert results["test_top1_error"] is not None and results["images_per_s"] > 0
-    assert {"epoch_loss", "epoch_top1_error", "epoch_top5_error", "epoch_learning_rate", "epoch_images_per_s"} <= (
-        scalar_tags(run_dir / "tensorboard" / "train")
-    )
-    assert {"epoch_loss", "epoch_top1_error", "epoch_top5_error"} <= scalar_tags(run_dir / "tensorboard" / "validation")
-    assert {"augmented_training_images", "conv1_filters"} <= scalar_tags(run_dir / "tensorboard" / "images")
-    assert "_hparams_/session_start_info" in scalar_tags(run_dir / "tensorboard")
+    # TensorBoard: two entries per run (training with HParams and images, and validation).
+    logs = run_dir / "tensorboard"
+    assert {path.parent for path in logs.rglob("events.out.tfevents.*")} == {logs, logs / "validation"}
+    assert {
+        "epoch_loss", "epoch_top1_error", "epoch_top5_error", "epoch_learning_rate", "epoch_images_per_s",
+        "images/augmented_training", "images/conv1_filters", "_hparams_/session_start_info", "_hparams_/experiment",
+        "final/test_top1_error", "final/best_validation_top1_error",
+    } <= scalar_tags(logs)  # fmt: skip
+    assert {"epoch_loss", "epoch_top1_error", "epoch_top5_error"} <= scalar_tags(logs / "validation")
+    assert hparams_trial_ids(logs) == ["mock/run1"]
 
 
 def test_the_four_layer_net_trains_through_the_same_trainer(tmp_path):
@@ -203,13 +221,6 @@ def test_a_data_dir_from_the_environment_is_recorded_in_the_flags(tmp_path, monk
     training.train(config, verbose=0)
     recorded = config_lib.config_from_flagfile(tmp_path / "default" / "run1" / "flags.txt")
     assert recorded.data_dir == str(shared_cifar10_dir)
-
-
-def test_filter_grid_scales_each_filter():
-    kernel = np.random.default_rng(0).normal(size=(11, 11, 3, 96))
-    grid = callbacks.filter_grid(kernel)
-    assert grid.shape == (1, 8 * 12 + 1, 12 * 12 + 1, 3)
-    assert grid.min() == 0.0 and grid.max() == 1.0
 
 
 @pytest.mark.slow
@@ -322,7 +333,7 @@ def test_stopped_and_killed_runs_resume_when_the_same_command_runs_again(tmp_pat
     assert (run_dir / "checkpoints" / "best.weights.h5").is_file()
     assert not (run_dir / "checkpoints" / "resume").exists()  # removed once the run finished
     # TensorBoard: one point per epoch, no duplicates.
-    assert sorted(epoch_steps(run_dir / "tensorboard" / "train")) == [0, 1, 2, 3, 4]
+    assert sorted(epoch_steps(run_dir / "tensorboard")) == [0, 1, 2, 3, 4]
     # The learning rate carried across the restarts: it never goes back up.
     with (run_dir / "history.csv").open() as f:
         rates = [float(row["learning_rate"]) for row in csv.DictReader(f)]
@@ -477,3 +488,18 @@ def test_schedule_counters_of_a_resume_state_from_before_they_were_saved():
     # With no drop left, Keras keeps counting.
     assert callbacks.PlateauSchedule.counters_from([0.5, 0.6, 0.7, 0.8], patience=2, drops=0)["wait"] == 3
     assert callbacks.PlateauSchedule.counters_from([], patience=2, drops=3) is None
+
+
+def test_a_run_that_holds_out_nothing_reports_its_training_figures(tmp_path, capsys):
+    config = config_lib.TrainConfig(
+        dataset="cifar10_sample", experiments_dir=str(tmp_path), experiment="all", model="four_layer",
+        image_size=32, batch_size=32, steps_per_epoch=2, stats_images=64, epochs=2, validation_fraction=0.0,
+    )  # fmt: skip
+    results = training.train(config, verbose=0)
+    assert "No validation part (--validation_fraction=0)" in capsys.readouterr().out
+    # Keras's CSVLogger leaves NA in the val_ columns; the rows still count.
+    assert "NA" in (tmp_path / "all" / "run1" / "history.csv").read_text()
+    assert results["epochs"] == 2 and results["best_epoch"] in (1, 2) and results["images_per_s"] > 0
+    assert results["best_validation_top1_error"] is None and "val_top1_error" not in results["curves"]
+    assert results["test_top1_error"] is not None
+    assert (tmp_path / "all" / "run1" / "checkpoints" / "best.weights.h5").is_file()
