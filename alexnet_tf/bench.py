@@ -3,6 +3,8 @@
     python -m alexnet_tf.bench                      # defaults: batch 64, 224x224, 5 rounds (< 5 min on 2 cores)
     python -m alexnet_tf.bench --xla --precisions=fp32 --towers=1   # XLA on/off per norm
     python -m alexnet_tf.bench --lrn_layer          # the LRN layer alone, per implementation
+    python -m alexnet_tf.bench --service_workers=1,2    # the pipeline here vs through a local tf.data service
+    python -m alexnet_tf.bench --imagenet_dir=PATH  # ImageNet preprocessing per core, on that tree's JPEGs
     python -m alexnet_tf.bench --quick              # smoke run, well under a minute
     python -m alexnet_tf.bench --data_dir=PATH --dataset=cifar10 --json=bench.json
     make bench BENCH_FLAGS="--json=bench.json"
@@ -25,6 +27,14 @@ What is timed, in one process, after warm-up:
 - **Matmul peak**: a square ``tf.matmul`` of side ``--matmul_size`` in
   fp32 and each timed precision, the machine's practical peak.
 
+With ``--imagenet_dir``, only ImageNet's preprocessing instead, on the real
+JPEGs of that image-folder tree (read and checked once, then cycled from
+memory), each stage on one tf.data thread, in images per CPU-second:
+decoding alone (the fused decode-and-crop of the central square, the
+practical limit), decoding and the rescale to 256, and the whole training
+pipeline (`input_pipeline.train_dataset`: crop, flip, PCA lighting, mean);
+then the cores one accelerator needs at `ACCELERATOR_IMAGES_PER_S`.
+
 Every round times every configuration once, in an order that reverses from
 one round to the next (A B C, C B A, ...), so a drift in the machine's
 speed touches all alike; the no-norm net is timed between the LRN and
@@ -44,12 +54,17 @@ for two); fraction of peak divides it by the matmul peak of the same
 precision.
 """
 
+import contextlib
 import gc
 import json
 import logging
 import os
+import signal
+import socket
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -100,6 +115,20 @@ flags.DEFINE_boolean(
     False,
     "Time only the LRN layers alone instead (forward + input gradient, at the input shapes AlexNet gives "
     "them for --image_size, --batch_size and --towers), for every implementation, alternating over --rounds.",
+)
+flags.DEFINE_list(
+    "service_workers",
+    [],
+    "Time only the training input pipeline instead: in this process, and through a tf.data service on "
+    "127.0.0.1 with each of these worker counts (e.g. 1,2; its dispatcher and workers are launched as "
+    "processes with python -m alexnet_tf.data_service), alternating over --rounds of --pipeline_seconds.",
+)
+flags.DEFINE_string(
+    "imagenet_dir",
+    None,
+    "Time only the ImageNet preprocessing instead, per CPU core, on the JPEGs of this image-folder tree "
+    "(train/<wnid>/*.JPEG, cycled): decoding alone, decoding and the rescale to 256, and the full training "
+    "pipeline, alternating over --rounds of --pipeline_seconds; and the cores an accelerator needs.",
 )
 flags.DEFINE_integer("steps", 1, "Training steps timed per configuration per round.")
 flags.DEFINE_integer("warmup_steps", 1, "Untimed training steps per model before the first round (the first traces it).")
@@ -492,6 +521,259 @@ def format_lrn_layer_table(results):
     return lines
 
 
+@contextlib.contextmanager
+def local_data_service(workers, log_dir, timeout_s=120.0):
+    """A tf.data service on 127.0.0.1: a dispatcher and `workers` workers, each a process of
+    `python -m alexnet_tf.data_service` logging to `log_dir`; yields the dispatcher's address
+    once all serve, and stops them (SIGTERM, then SIGKILL after 10 s) on the way out."""
+    ports = []
+    for _ in range(workers + 1):
+        with socket.socket() as probe:  # a free port, released for the server to bind
+            probe.bind(("127.0.0.1", 0))
+            ports.append(probe.getsockname()[1])
+    dispatcher = f"127.0.0.1:{ports[0]}"
+    roles = [["--role=dispatcher"]] + [
+        ["--role=worker", f"--dispatcher={dispatcher}", f"--worker_address=127.0.0.1:{port}"] for port in ports[1:]
+    ]
+    processes = []
+    try:
+        for index, (role, port) in enumerate(zip(roles, ports)):
+            log = open(os.path.join(log_dir, f"server{index}.log"), "w+")
+            process = subprocess.Popen(
+                [sys.executable, "-m", "alexnet_tf.data_service", *role, f"--port={port}"],
+                stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )  # fmt: skip
+            processes.append((process, log))
+        deadline = time.monotonic() + timeout_s
+        for process, log in processes:
+            while "serving on port" not in open(log.name).read():
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise OSError(f"a local tf.data service server did not start; its output: {log.name}")
+                time.sleep(0.2)
+        yield f"grpc://{dispatcher}"
+    finally:
+        for process, _ in processes:
+            process.send_signal(signal.SIGTERM)
+        for process, log in processes:
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            log.close()
+
+
+def service_pipeline_timings(settings, log=print):
+    """Images/s of the training input pipeline in this process and through local tf.data services
+    with each of `settings["service_workers"]` workers, in alternating rounds."""
+    import tensorflow as tf
+
+    tf.get_logger().addFilter(_SkipRetracingWarning())
+
+    from alexnet_tf import data, data_service, input_pipeline, machine, preprocessing
+
+    start = time.perf_counter()
+    load_before = os.getloadavg()[0]
+    batch_size, image_size = settings["batch_size"], settings["image_size"]
+    info = data.dataset_info(settings["dataset"], settings["data_dir"])
+    source = data.load_split(settings["dataset"], "train", settings["data_dir"], decode=not info.encoded)
+    if info.encoded:
+        stats = preprocessing.IMAGENET_STATS
+    else:
+        images_only = source.map(lambda image, label: image)
+        stats = preprocessing.compute_stats(images_only, preprocessing.resize_size_for(image_size), max_images=500)
+
+    def pipeline(examples):
+        return input_pipeline.train_dataset(
+            examples, batch_size=batch_size, stats=stats, image_size=image_size, encoded=info.encoded
+        )
+
+    local = pipeline(source.repeat())
+    names = ["local"] + [f"service, {n} worker{'s' if n > 1 else ''}" for n in settings["service_workers"]]
+    rates = {name: [] for name in names}
+    with tempfile.TemporaryDirectory(prefix="alexnet_tf_bench_service_") as logs, contextlib.ExitStack() as stack:
+        addresses = {}
+        for name, workers in zip(names[1:], settings["service_workers"]):
+            log(f"[{time.perf_counter() - start:5.0f} s] starting a tf.data service with {workers} worker(s)", flush=True)
+            addresses[name] = stack.enter_context(local_data_service(workers, logs))
+        num_examples = info.split_sizes["train"]
+        for round_index in range(settings["rounds"]):
+            for name in round_order(names, round_index):
+                if name == "local":
+                    dataset = local
+                else:  # one job per service for all rounds: later rounds find its workers warm, as a run does
+                    served = pipeline(data_service.passes(source, num_examples, seed=0))
+                    dataset = data_service.distribute(served, addresses[name], f"alexnet_tf.bench.{os.getpid()}")
+                rates[name].append(pipeline_images_per_second(dataset, batch_size, settings["pipeline_seconds"]))
+            summary = ", ".join(f"{name} {values[-1]:.0f}" for name, values in rates.items())
+            log(f"[{time.perf_counter() - start:5.0f} s] round {round_index + 1}/{settings['rounds']} images/s: {summary}", flush=True)
+    return {
+        "settings": settings,
+        "pipeline_images_per_s": {name: median_and_spread(values) for name, values in rates.items()},
+        "ratios": {f"{name} / local": paired_ratio(rates[name], rates["local"]) for name in names[1:]},
+        "machine": machine.describe(),
+        "load_average_1min": {"start": load_before, "end": os.getloadavg()[0]},
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def format_service_pipeline_table(results):
+    lines = [f"{'training input pipeline':28s} {'images/s':>9s} {'spread':>13s} {'/ local':>8s}"]
+    for name, figure in results["pipeline_images_per_s"].items():
+        ratio = results["ratios"].get(f"{name} / local")
+        lines.append(
+            f"{name:28s} {figure['median']:9.0f} {_spread(figure, 0):>13s} {ratio['median'] if ratio else 1.0:8.2f}"
+        )
+    settings = results["settings"]
+    lines.append("")
+    lines.append(
+        f"{settings['dataset']}, batch {settings['batch_size']}, {settings['image_size']}x{settings['image_size']}, "
+        f"full augmentation; {settings['rounds']} rounds x {settings['pipeline_seconds']:g} s; '/ local' is the median "
+        f"of per-round ratios; {results['machine']['cpu_count']} cores, TensorFlow {results['machine']['tensorflow']}; "
+        f"{results['seconds']:.0f} s; 1-min load average {results['load_average_1min']['start']:.1f} at the start"
+    )
+    return lines
+
+
+# Published AlexNet training throughput of one accelerator (images/s), as the project's issue 15
+# gives them: what the preprocessing has to keep up with. Not measured here.
+ACCELERATOR_IMAGES_PER_S = {"P100": 3000, "A100 (fp16)": 11800}
+
+
+def per_core_images_per_second(dataset, seconds):
+    """Images per CPU-second of iterating `dataset` (its tf.data work kept on one thread), after its
+    first element; `dataset` yields (images or per-image figures, labels) batches.
+
+    CPU time rather than wall time, so that other processes on a shared machine slow the figure
+    less; Python's garbage collector is paused, since the loop here is not the pipeline's cost.
+    """
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.threading.private_threadpool_size = 1
+    options.threading.max_intra_op_parallelism = 1
+    iterator = iter(dataset.with_options(options))
+    next(iterator)
+    gc.disable()
+    try:
+        count, cpu_start, wall_start = 0, time.process_time(), time.perf_counter()
+        while count < 2 * 64 or time.perf_counter() - wall_start < seconds:
+            count += int(next(iterator)[1].shape[0])
+        rate = count / (time.process_time() - cpu_start)
+    finally:
+        gc.enable()
+    del iterator
+    return rate
+
+
+def imagenet_preprocessing_timings(settings, log=print):
+    """Images/s per CPU core of ImageNet's preprocessing on the JPEGs of `settings["imagenet_dir"]`:
+    decoding alone (the practical limit), decoding and rescaling, and the full training pipeline;
+    and how many cores one accelerator needs at `ACCELERATOR_IMAGES_PER_S`."""
+    import math
+
+    import tensorflow as tf
+
+    from alexnet_tf import data, input_pipeline, machine, preprocessing
+
+    tf.get_logger().addFilter(_SkipRetracingWarning())
+    start = time.perf_counter()
+    load_before = os.getloadavg()[0]
+    batch_size, image_size = settings["batch_size"], settings["image_size"]
+    resize_size = preprocessing.resize_size_for(image_size)
+    if not os.path.isdir(settings["imagenet_dir"]):
+        raise data.DataError(
+            f"--imagenet_dir={settings['imagenet_dir']} is not a folder; point it at an ImageNet tree "
+            f"holding train/<wnid>/*.JPEG."
+        )
+    source = data.source("imagenet2012", settings["imagenet_dir"])
+    num_files = source.info().split_sizes.get("train", 0)
+    if not num_files:
+        raise data.DataError(f"--imagenet_dir={settings['imagenet_dir']} has no train/<wnid>/ images to time.")
+    files = source.load("train", decode=False)
+    # The files' bytes in memory, read (and checked) once: what is timed is the preprocessing, not the disk.
+    encoded = files.cache()
+    read_start = time.process_time()
+    sizes = [len(contents) for contents, _ in encoded.as_numpy_iterator()]
+    read_rate = num_files / (time.process_time() - read_start)
+    mean_kb = sum(sizes) / num_files / 1e3
+    log(f"[{time.perf_counter() - start:5.0f} s] {num_files} JPEGs read and checked (mean {mean_kb:.0f} kB)", flush=True)
+
+    def decode_only():
+        # The central square's fused decode-and-crop, as the pipeline decodes; its shape, so that nothing is copied.
+        decoded = encoded.repeat().map(
+            lambda contents, label: (tf.shape(input_pipeline.decode_center_square(contents)), label),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+        return decoded.batch(batch_size)
+
+    def decode_and_rescale():
+        def rescaled(contents, label):
+            image = preprocessing.resize_and_center_crop(input_pipeline.decode_center_square(contents), resize_size)
+            return image, label
+
+        return encoded.repeat().map(rescaled, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size)
+
+    def training():
+        return input_pipeline.train_dataset(
+            encoded.repeat(), batch_size=batch_size, stats=preprocessing.IMAGENET_STATS, image_size=image_size,
+            shuffle_buffer=num_files, encoded=True,
+        )  # fmt: skip
+
+    stages = {"decode": decode_only, f"decode + rescale to {resize_size}": decode_and_rescale, "training": training}
+    rates = {name: [] for name in stages}
+    for round_index in range(settings["rounds"]):
+        for name in round_order(list(stages), round_index):
+            rates[name].append(per_core_images_per_second(stages[name](), settings["pipeline_seconds"]))
+        summary = ", ".join(f"{name} {values[-1]:.0f}" for name, values in rates.items())
+        done = f"round {round_index + 1}/{settings['rounds']}"
+        log(f"[{time.perf_counter() - start:5.0f} s] {done} images/s per core: {summary}", flush=True)
+    # The same training pipeline with tf.data's own parallelism, all cores: how the per-core figure scales.
+    all_cores = pipeline_images_per_second(training(), batch_size, settings["pipeline_seconds"])
+    per_core = median_and_spread(rates["training"])["median"]
+    return {
+        "settings": settings,
+        "files": {"count": num_files, "mean_bytes": sum(sizes) / num_files, "read_and_checked_per_cpu_s": read_rate},
+        "images_per_s_per_core": {name: median_and_spread(values) for name, values in rates.items()},
+        "ratios": {
+            f"{name} / decode": paired_ratio(values, rates["decode"]) for name, values in rates.items() if name != "decode"
+        },
+        "all_cores_images_per_s": all_cores,
+        "cores_per_accelerator": {
+            name: {"images_per_s": rate, "cores": math.ceil(rate / per_core)}
+            for name, rate in ACCELERATOR_IMAGES_PER_S.items()
+        },
+        "machine": machine.describe(),
+        "load_average_1min": {"start": load_before, "end": os.getloadavg()[0]},
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def format_imagenet_table(results):
+    settings, files = results["settings"], results["files"]
+    lines = [f"{'ImageNet preprocessing, one core':36s} {'images/s':>9s} {'spread':>13s} {'/ decode':>9s}"]
+    for name, figure in results["images_per_s_per_core"].items():
+        ratio = results["ratios"].get(f"{name} / decode")
+        lines.append(
+            f"{name:36s} {figure['median']:9.0f} {_spread(figure, 0):>13s} {ratio['median'] if ratio else 1.0:9.2f}"
+        )
+    lines.append("")
+    cores = results["machine"]["cpu_count"]
+    lines.append(f"training pipeline on all {cores} cores: {results['all_cores_images_per_s']:.0f} images/s")
+    lines.append(f"reading and checking the files (once): {files['read_and_checked_per_cpu_s']:.0f} images per CPU-second")
+    for name, need in results["cores_per_accelerator"].items():
+        lines.append(f"cores one {name} needs at {need['images_per_s']:,} images/s: {need['cores']}")
+    lines.append("")
+    lines.append(
+        f"{files['count']} JPEGs from {settings['imagenet_dir']} (mean {files['mean_bytes'] / 1e3:.0f} kB), cycled; "
+        f"{settings['image_size']}x{settings['image_size']} crops, batch {settings['batch_size']}; images per CPU-second "
+        f"of one tf.data thread, median of {settings['rounds']} rounds of {settings['pipeline_seconds']:g} s; "
+        f"'/ decode' is the median of per-round ratios; TensorFlow {results['machine']['tensorflow']}; "
+        f"{results['seconds']:.0f} s; 1-min load average {results['load_average_1min']['start']:.1f} at the start"
+    )
+    return lines
+
+
 # ---------------------------------------------------------------- output
 
 
@@ -544,6 +826,7 @@ def _settings_from_flags():
         for name in (
             "dataset", "data_dir", "batch_size", "image_size", "norms", "rounds", "steps", "warmup_steps",
             "fit_steps", "pipeline_seconds", "matmul_size", "xla", "precisions", "lrn_implementation",
+            "imagenet_dir",
         )
     }
     try:
@@ -551,6 +834,10 @@ def _settings_from_flags():
     except ValueError:
         allowed = " and/or ".join(map(str, TOWERS))
         raise app.UsageError(f"--towers must list {allowed}, got {','.join(FLAGS.towers)}") from None
+    try:
+        settings["service_workers"] = [int(n) for n in FLAGS.service_workers]
+    except ValueError:
+        raise app.UsageError(f"--service_workers must list worker counts, got {','.join(FLAGS.service_workers)}") from None
     if FLAGS.quick:
         settings.update(QUICK_SETTINGS)
     return settings
@@ -574,6 +861,9 @@ def validate(settings):
         )
     if settings["pipeline_seconds"] <= 0:
         raise app.UsageError(f"--pipeline_seconds must be > 0, got {settings['pipeline_seconds']}")
+    workers = settings.get("service_workers", [])
+    if any(n < 1 for n in workers) or len(set(workers)) != len(workers):
+        raise app.UsageError(f"--service_workers must list distinct positive worker counts, got {','.join(map(str, workers))}")
     for name, allowed in (("norms", NORMS), ("precisions", tuple(PRECISION_SHORT_NAMES)), ("towers", TOWERS)):
         values = settings[name]
         if name == "precisions" and values == ["auto"]:
@@ -594,9 +884,19 @@ def main(argv):
         print(f"error: {error}", file=sys.stderr)
         sys.exit(cli.EXIT_USAGE)
     with cli.one_line_errors(FLAGS.verbose):
-        results = lrn_layer_timings(settings) if FLAGS.lrn_layer else run(settings)
+        if settings["imagenet_dir"]:
+            results = imagenet_preprocessing_timings(settings)
+        elif settings["service_workers"]:
+            results = service_pipeline_timings(settings)
+        else:
+            results = lrn_layer_timings(settings) if FLAGS.lrn_layer else run(settings)
     print()
-    print("\n".join(format_lrn_layer_table(results) if FLAGS.lrn_layer else format_table(results)))
+    if settings["imagenet_dir"]:
+        print("\n".join(format_imagenet_table(results)))
+    elif settings["service_workers"]:
+        print("\n".join(format_service_pipeline_table(results)))
+    else:
+        print("\n".join(format_lrn_layer_table(results) if FLAGS.lrn_layer else format_table(results)))
     if FLAGS.json:
         with open(FLAGS.json, "w") as f:
             json.dump(results, f, indent=2)

@@ -153,8 +153,21 @@ def tf_error_summary(error):
         # An eager op's error ends with its name: "... [Op:DecodeImage] name: ".
         line = re.sub(r"\s*\[Op:[^\]]*\](\s*name:.*)?$", "", line)
         if line and not line.startswith(("Graph execution error", "Detected at node", "[[", "<stack")):
-            return line
+            return _assertion_message(line)
     return type(error).__name__
+
+
+def _assertion_message(line):
+    """A failed `tf.debugging.Assert`'s message as plain words: its parts come C-escaped and
+    bracketed ("assertion failed: [file] [it\\'s.JPEG]"), and a path should read as it is."""
+    parts = re.fullmatch(r"assertion failed: \[(.*)\]", line)
+    if not parts:
+        return line
+    unescape = {"n": "\n", "t": "\t", "r": "\r"}
+    return " ".join(
+        re.sub(r"\\([0-7]{3}|.)", lambda m: chr(int(m[1], 8)) if len(m[1]) == 3 else unescape.get(m[1], m[1]), part)
+        for part in parts[1].split("] [")
+    )
 
 
 def first_line(error):

@@ -50,6 +50,7 @@ class TrainConfig:
     cpu_replicas: int = 1
     deterministic: bool = False
     jit_compile: bool = False
+    data_service: str | None = None
 
     def hparams(self):
         """The settings that tell runs apart, for TensorBoard's HParams dashboard."""
@@ -80,8 +81,12 @@ FLAG_GROUPS = (
     )),
     ("preprocessing and augmentation", ("image_size", "augment", "pca_std", "mean", "stats_images")),
     ("run", ("experiment", "experiments_dir", "run", "seed", "deterministic")),
-    ("precision and distribution", ("mixed_precision", "jit_compile", "strategy", "cpu_replicas")),
+    ("precision and distribution", ("mixed_precision", "jit_compile", "strategy", "cpu_replicas", "data_service")),
 )  # fmt: skip
+
+# Fields that say where the work runs, not what the run is: a run continues under another
+# value (alexnet_tf.run.config_differences), e.g. after its data service went away.
+PLACEMENT_FIELDS = ("data_service",)
 
 
 def define_flags(flag_values=flags.FLAGS):
@@ -165,6 +170,10 @@ def define_flags(flag_values=flags.FLAGS):
         lower_bound=1, **fv)
     flags.DEFINE_boolean("deterministic", d.deterministic, "Enable TensorFlow op determinism.", **fv)
     flags.DEFINE_boolean("jit_compile", d.jit_compile, "Compile the training step with XLA.", **fv)
+    flags.DEFINE_string(
+        "data_service", d.data_service,
+        "grpc://HOST:PORT of a tf.data service dispatcher (python -m alexnet_tf.data_service): the training "
+        "pipeline's preprocessing and batching run on its workers. Default: in this process.", **fv)
     flags.register_multi_flags_validator(
         ["model", "image_size"],
         lambda values: values["model"] != "alexnet" or values["image_size"] >= choices.ALEXNET_MIN_IMAGE_SIZE,

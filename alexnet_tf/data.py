@@ -34,10 +34,12 @@ Sources (``dataset`` names, see `DATASETS`), chosen by `source`:
   shipped in ``alexnet_tf/sample_data/cifar10/`` (same binary layout), so
   that everything runs on a fresh clone without network or data
   (`Cifar10SampleSource`).
-- ``"imagenet2012"``: an image-folder tree ``data_dir/train/<class>/<image>``
-  and ``data_dir/validation/<class>/<image>`` (`ImageFolderSource`; the
-  classes are train/'s sorted folder names; ``decode=False`` yields the
-  JPEG bytes, for the pipeline's decode-and-crop); otherwise
+- ``"imagenet2012"``: an image-folder tree ``data_dir/train/<wnid>/<image>``
+  and/or ``data_dir/validation/<wnid>/<image>`` (`ImageFolderSource`; the
+  label is the wnid's standard ILSVRC-2012 index, `imagenet_wnids`, however
+  few classes the tree holds, and a folder that is not one of the 1000 wnids
+  is an error; ``decode=False`` yields the checked file bytes, for the
+  pipeline's decode-and-crop); otherwise
   tensorflow-datasets' ``imagenet2012``, prepared from the manual-download
   tar files (`TfdsSource`; without the split's tar file, a `DataError` at
   once).
@@ -55,7 +57,8 @@ split is listed once, class by class in label order and by file name
 within a class, and the training split is then put in a fixed
 pseudo-random order (seed 0), so that its last records, the held-out
 validation part, hold every class. A file that cannot be decoded stops
-iteration naming it, or is skipped with ``skip_bad_images``. Only
+iteration naming it, or is skipped with ``skip_bad_images`` (files kept
+encoded are checked without a full decode: see `_read_image_files`). Only
 imagenet2012 keeps its images encoded (`DatasetInfo.encoded`); cifar10 and
 image_folder trees yield decoded ``uint8 [H, W, 3]`` images, from which the
 trainer computes the training set's mean and PCA, as for the binary
@@ -68,6 +71,7 @@ what was found and what was expected.
 """
 
 import dataclasses
+import functools
 import os
 import pathlib
 import random
@@ -77,6 +81,7 @@ import socket
 import sys
 import tarfile
 import threading
+import urllib.request
 
 import numpy as np
 import tensorflow as tf
@@ -140,6 +145,12 @@ CIFAR10_META_FILE = "batches.meta.txt"
 CIFAR10_TAR_FOLDER = "cifar-10-batches-bin"
 
 SAMPLE_CIFAR10_DIR = pathlib.Path(__file__).resolve().parent / "sample_data" / "cifar10"
+
+# ILSVRC-2012's 1000 classes are WordNet ids (wnids); a class's standard label is the wnid's
+# position in their sorted list, which tensorflow-datasets ships and builds its own
+# imagenet2012 labels from (so a folder tree and tfds's prepared data label alike).
+IMAGENET_WNIDS_FILE = "datasets/imagenet2012/labels.txt"
+IMAGENET_NUM_CLASSES = 1000
 
 # Image-folder trees: split -> the folder holding <class>/<image> (see FolderTreeSource).
 IMAGENET_FOLDER_SPLITS = {"train": "train", "validation": "validation"}
@@ -219,9 +230,11 @@ def source(dataset, data_dir=None, **source_options):
         decoded stops iteration with a `tf.errors.InvalidArgumentError`
         naming it; True drops it and prints its path and the running count
         of skipped files to stderr; cifar10's binary batches and tfds have
-        no image files and ignore it). With imagenet2012's ``decode=False``
-        only unreadable files are caught here; bad image bytes fail where
-        the pipeline decodes them.
+        no image files and ignore it). Files that ``decode=False`` keeps
+        encoded are checked without decoding a JPEG (`_check_encoded_image`:
+        its header, and a file cut short); damage inside a JPEG's compressed
+        data that this cannot see fails where the pipeline decodes it, with
+        TensorFlow's message.
         synthetic: ``image_size`` (default 256, square images),
         ``num_classes`` (default 1000), ``num_examples`` (per split; default
         1281 for train and 128 for test), ``seed`` (default 0; same seed,
@@ -291,6 +304,10 @@ class Source:
     """
 
     name = None
+    # How the records are stored, which fixes their order, hence which ones a run holds
+    # out: "binary_batches", "embedded_sample", "image_folder_tree", "tfds" or "synthetic"
+    # (a run records it: `alexnet_tf.run.Run.record_data`).
+    layout = None
     data_dir = None
     reads_files = True
     # Published training-set statistics to use instead of computing them (ImageNet's).
@@ -436,7 +453,19 @@ def _check_folder(folder, what, origin):
     if not folder.exists():
         raise DataError(f"{what} folder {folder} (from {origin}) does not exist.")
     if not folder.is_dir():
-        raise DataError(f"{what} folder {folder} (from {origin}) is a file, not a folder{_unpack_hint(folder)}.")
+        hint = _imagenet_archive_hint(folder) if what == "ImageNet" else _unpack_hint(folder)
+        raise DataError(f"{what} folder {folder} (from {origin}) is a file, not a folder{hint}.")
+
+
+def _imagenet_archive_hint(path):
+    """For ImageNet's own tar given as a folder: its files are per-class tars, not a tree."""
+    if path.name not in IMAGENET_MANUAL_FILES:
+        return ""
+    return (
+        f": it is ImageNet's archive; pass the folder that holds it, --data_dir={path.parent} "
+        f"(tensorflow-datasets prepares the data from the archives there), or a tree "
+        f"train/<wnid>/<image> (and validation/<wnid>/<image>)"
+    )
 
 
 def _unpack_hint(path):
@@ -469,6 +498,8 @@ class Cifar10BinarySource(Source):
     The folder is scanned here, once: that reads only file sizes and the
     class names, and refuses a wrong folder before a run sets anything up.
     """
+
+    layout = "binary_batches"
 
     name = "cifar10"
 
@@ -509,6 +540,8 @@ class Cifar10BinarySource(Source):
 
 class Cifar10SampleSource(Cifar10BinarySource):
     """The CIFAR-10 records shipped in `SAMPLE_CIFAR10_DIR`; ignores ``data_dir``."""
+
+    layout = "embedded_sample"
 
     name = "cifar10_sample"
     reads_files = False
@@ -621,6 +654,56 @@ def _decode_cifar10_record(record):
 
 
 # ---------------------------------------------------------------------------
+# ImageNet's classes
+
+
+@functools.cache
+def imagenet_wnids():
+    """The 1000 ILSVRC-2012 WordNet ids in standard label order: n01440764 (tench) is 0.
+
+    Read from the list tensorflow-datasets ships (`IMAGENET_WNIDS_FILE`), the
+    one its imagenet2012 builder labels by.
+    """
+    import tensorflow_datasets as tfds
+
+    path = tfds.core.tfds_path(IMAGENET_WNIDS_FILE)
+    wnids = tuple(pathlib.Path(path).read_text().split())
+    if len(wnids) != IMAGENET_NUM_CLASSES or list(wnids) != sorted(set(wnids)):
+        raise DataError(
+            f"{path} should list the {IMAGENET_NUM_CLASSES} ILSVRC-2012 WordNet ids in sorted order, "
+            f"found {len(wnids)} lines; reinstall tensorflow-datasets (pip install -r requirements.txt)."
+        )
+    return wnids
+
+
+@functools.cache
+def _imagenet_descriptions():
+    # tensorflow-datasets ships the 1000 readable names, in the same standard order, with its
+    # siscore dataset (its two "crane" classes told apart as "crane (bird)" and "crane (machine)").
+    from tensorflow_datasets.datasets.siscore.labels import IMAGENET_LABELS_LIST
+
+    if len(IMAGENET_LABELS_LIST) != IMAGENET_NUM_CLASSES:
+        raise DataError(
+            f"tensorflow_datasets.datasets.siscore.labels lists {len(IMAGENET_LABELS_LIST)} ImageNet class "
+            f"names, not {IMAGENET_NUM_CLASSES}; reinstall tensorflow-datasets (pip install -r requirements.txt)."
+        )
+    return dict(zip(imagenet_wnids(), IMAGENET_LABELS_LIST))
+
+
+def class_descriptions(class_names):
+    """The readable name of each class that is an ILSVRC-2012 WordNet id, e.g. "tench, Tinca
+    tinca" for n01440764, and None for any other class name (CIFAR-10's are readable already)."""
+    if not any(_looks_like_wnid(name) for name in class_names):
+        return tuple(None for _ in class_names)  # nothing to look up: tensorflow-datasets stays unimported
+    descriptions = _imagenet_descriptions()
+    return tuple(descriptions.get(name) for name in class_names)
+
+
+def _looks_like_wnid(name):
+    return re.fullmatch(r"n\d{8}", str(name)) is not None
+
+
+# ---------------------------------------------------------------------------
 # Image-folder trees: <split>/<class>/<image>, for imagenet2012, cifar10 and image_folder
 
 
@@ -647,6 +730,8 @@ class FolderTreeSource(Source):
       cache_decoded: keep a split's decoded images in memory after their
         first full pass (`_cached_in_memory`); only for small images.
     """
+
+    layout = "image_folder_tree"
 
     split_folders = {}
     kind = "image-folder"
@@ -691,6 +776,17 @@ class FolderTreeSource(Source):
             return None  # which files fail to decode is only known by reading them
         return np.asarray(self._files(split)[1], np.int64)
 
+    def _refuse_unknown_class_folders(self):
+        """Raises `DataError` for a class folder not in the class list, in any split: for trees
+        with a fixed class list, before a run sets anything up (this lists folders, not files)."""
+        known = set(self._class_names)
+        for folder_name in self.split_folders.values():
+            split_dir = self._path / folder_name
+            if split_dir.is_dir():
+                unknown = [name for name in _class_folder_names(split_dir) if name not in known]
+                if unknown:
+                    raise DataError(self._unknown_classes_message(split_dir, unknown))
+
     def _unknown_classes_message(self, split_dir, unknown):
         """The error for class folders of ``split_dir`` that are not in the class list."""
         return (
@@ -700,22 +796,36 @@ class FolderTreeSource(Source):
 
 
 class ImageFolderSource(FolderTreeSource):
-    """ImageNet as an image-folder tree: ``train/<class>/<image>``, ``validation/<class>/<image>``.
+    """ImageNet as an image-folder tree: ``train/<wnid>/<image>``, ``validation/<wnid>/<image>``.
 
-    ``path`` must hold train/ (`source` checks that before choosing this
-    source): its subfolders, in sorted order, are the classes of both
-    splits. The images stay encoded with ``decode=False`` (for the
-    pipeline's decode-and-crop) and are not cached.
+    Class folders are named by WordNet id, and a class's label is its
+    standard ILSVRC-2012 index (`imagenet_wnids`: n01440764 is 0 … n15075141
+    is 999) whichever folders a split holds, so a partial tree, or a
+    validation/ with other classes than train/, keeps the labels of the full
+    data set and `DatasetInfo` always lists all 1000 classes. A folder that
+    is not an ILSVRC-2012 wnid is refused when the source is made. ``path``
+    holds train/, validation/ or both (`source` checks that). The images
+    stay encoded with ``decode=False`` (for the pipeline's decode-and-crop),
+    checked as `_read_image_files` says, and are not cached.
     """
 
     name = "imagenet2012"
     split_folders = IMAGENET_FOLDER_SPLITS
     kind = "ImageNet"
+    class_rule = "named by its ILSVRC-2012 WordNet id (e.g. n01440764)"
     encoded = True
     published_stats = preprocessing.IMAGENET_STATS
 
     def __init__(self, path, *, skip_bad_images=False):
-        super().__init__(path, _image_folder_classes(pathlib.Path(path)), skip_bad_images=skip_bad_images)
+        super().__init__(path, imagenet_wnids(), skip_bad_images=skip_bad_images)
+        self._refuse_unknown_class_folders()
+
+    def _unknown_classes_message(self, split_dir, unknown):
+        return (
+            f"{split_dir} has folder(s) that are not ILSVRC-2012 classes: {_name_list(unknown)}; class "
+            f"folders must be named by WordNet id, one of the {IMAGENET_NUM_CLASSES} in tensorflow-datasets' "
+            f"{IMAGENET_WNIDS_FILE} (n01440764 … n15075141; the label is the position in that list)."
+        )
 
 
 class Cifar10FolderSource(FolderTreeSource):
@@ -739,13 +849,7 @@ class Cifar10FolderSource(FolderTreeSource):
 
     def __init__(self, path, *, skip_bad_images=False):
         super().__init__(path, CIFAR10_CLASS_NAMES, skip_bad_images=skip_bad_images)
-        # Refuse a wrong folder name now, before a run sets anything up: this lists folders, not files.
-        for folder_name in self.split_folders.values():
-            split_dir = self._path / folder_name
-            if split_dir.is_dir():
-                unknown = [name for name in _class_folder_names(split_dir) if name not in CIFAR10_CLASS_NAMES]
-                if unknown:
-                    raise DataError(self._unknown_classes_message(split_dir, unknown))
+        self._refuse_unknown_class_folders()
 
     def _unknown_classes_message(self, split_dir, unknown):
         return (
@@ -794,20 +898,13 @@ class GenericImageFolderSource(FolderTreeSource):
 
 
 def _is_image_folder(directory, origin):
-    """True when ``directory`` is laid out as an image-folder tree.
+    """True when ``directory`` is laid out as an ImageNet image-folder tree (train/, validation/
+    or both: the labels do not depend on which classes a split holds).
 
-    Raises `DataError` when ``directory`` is missing, or half a tree
-    (validation/ without train/).
+    Raises `DataError` when ``directory`` is missing.
     """
     _check_folder(directory, "ImageNet", origin)
-    if (directory / "train").is_dir():
-        return True
-    if (directory / "validation").is_dir():
-        raise DataError(
-            f"{directory} has validation/ but no train/: the class list (and so the labels) "
-            f"comes from train/'s subfolders."
-        )
-    return False
+    return any((directory / folder_name).is_dir() for folder_name in IMAGENET_FOLDER_SPLITS.values())
 
 
 def _is_cifar10_tree(directory):
@@ -930,6 +1027,10 @@ def _read_image_files(paths, labels, *, decode, skip_bad_images):
     the missing file's path (the default) or prints it and counts it
     (``skip_bad_images``). A sentinel element after the last file makes a
     failure of the last file visible too.
+
+    Files kept encoded (``decode=False``) are decoded later, in the input
+    pipeline, after shuffling, where a failure could no longer be traced to
+    its file; they are checked here instead (`_check_encoded_image`).
     """
     count = len(paths)
     path_table = tf.constant(paths)
@@ -941,7 +1042,7 @@ def _read_image_files(paths, labels, *, decode, skip_bad_images):
             # expand_animations=False: a GIF gives its first frame, [H, W, 3] like the rest.
             image = tf.io.decode_image(contents, channels=3, expand_animations=False)
         else:
-            image = contents
+            image = _check_encoded_image(contents)
         return image, label_table[index], index
 
     loaded = tf.data.Dataset.range(count).map(load, num_parallel_calls=tf.data.AUTOTUNE)
@@ -1005,6 +1106,86 @@ def _read_image_files(paths, labels, *, decode, skip_bad_images):
     return dataset
 
 
+def _check_encoded_image(contents):
+    """``contents`` once checked that the input pipeline can decode them, without decoding a JPEG.
+
+    A JPEG's header is parsed (`tf.image.extract_jpeg_shape`, through the
+    start of its first scan: a damaged header, or a file cut short before
+    its pixels, fails there), and the file must hold an end-of-image marker
+    after its first scan starts: a file cut short (the usual damage, from an
+    interrupted copy) has none, since compressed data never holds those two
+    bytes. Decoding it would cost as much as the pipeline's own decode, the
+    slowest step of ImageNet training. Other formats (the odd PNG among
+    ImageNet's JPEGs) are decoded. A failed check is an op error, which the
+    caller turns into the file's name.
+    """
+
+    def jpeg_header_parses():
+        return tf.reduce_all(tf.image.extract_jpeg_shape(contents) > 0)
+
+    def slow_check():
+        def other_format_decodes():
+            return tf.size(tf.io.decode_image(contents, channels=3, expand_animations=False)) > 0
+
+        def jpeg_is_complete():
+            return jpeg_header_parses() & _jpeg_ends_after_first_scan(contents)
+
+        return tf.cond(tf.io.is_jpeg(contents), jpeg_is_complete, other_format_decodes)
+
+    # One cond on the common path (a JPEG that ends with its marker): in a tf.data function each
+    # cond is a function call of its own.
+    common = tf.io.is_jpeg(contents) & _has_jpeg_end_marker(_tail_bytes(contents, JPEG_TAIL_BYTES))
+    decodable = tf.cond(common, jpeg_header_parses, slow_check)
+    check = tf.debugging.Assert(decodable, ["JPEG file cut short (no end-of-image marker after its first scan)"])
+    with tf.control_dependencies([check]):
+        return tf.identity(contents)
+
+
+JPEG_END_OF_IMAGE = (0xFF, 0xD9)
+JPEG_START_OF_SCAN = 0xDA
+# Most files end with their end-of-image marker, maybe a few padding bytes after it.
+JPEG_TAIL_BYTES = 64
+
+
+def _tail_bytes(contents, count):
+    start = tf.maximum(tf.strings.length(contents) - count, 0)
+    return tf.io.decode_raw(tf.strings.substr(contents, start, count), tf.uint8)
+
+
+def _has_jpeg_end_marker(data):
+    return tf.reduce_any(tf.logical_and(data[:-1] == JPEG_END_OF_IMAGE[0], data[1:] == JPEG_END_OF_IMAGE[1]))
+
+
+def _jpeg_ends_after_first_scan(contents):
+    """Whether a JPEG holds an end-of-image marker after its first scan starts.
+
+    For the files that do not end with one (data appended after the image,
+    or a file cut short): the marker segments are walked to the first
+    start-of-scan and the marker looked for after it (an earlier one may end
+    a thumbnail in the EXIF header).
+    """
+    data = tf.cast(tf.io.decode_raw(contents, tf.uint8), tf.int32)
+    end = tf.size(data)
+
+    def walking(position, scan_found, lost):
+        return tf.logical_not(scan_found | lost) & (position + 4 <= end)
+
+    def next_segment(position, scan_found, lost):
+        marker = data[position + 1]
+        fill = marker == 0xFF  # fill bytes may precede a marker
+        scan_found = marker == JPEG_START_OF_SCAN
+        length = data[position + 2] * 256 + data[position + 3]
+        step = tf.where(fill, 1, tf.where(scan_found, 0, 2 + length))
+        # Bytes between segments (libjpeg skips them with a warning): the walk cannot follow.
+        return position + step, scan_found, data[position] != 0xFF
+
+    position, scan_found, lost = tf.while_loop(
+        walking, next_segment, [tf.constant(2), tf.constant(False), tf.constant(False)]
+    )
+    # A walk that lost its way judges nothing (libjpeg parsed the header); no scan: cut short.
+    return lost | (scan_found & _has_jpeg_end_marker(tf.cast(data[position:], tf.uint8)))
+
+
 # ---------------------------------------------------------------------------
 # tensorflow-datasets
 
@@ -1026,6 +1207,8 @@ class TfdsSource(Source):
     (it would otherwise retry the download for minutes, or leave the
     dataset's folder behind).
     """
+
+    layout = "tfds"
 
     def __init__(self, name, *, data_dir=None, tfds_data_dir=None, tfds_manual_dir=None, download=True):
         check_choice("tensorflow-datasets dataset", name, ("cifar10", "imagenet2012"), error=DataError)
@@ -1096,7 +1279,9 @@ class TfdsSource(Source):
                 raise DataError(self._failure_message(f"it prepares split {split!r} from {needed}{missing_from}"))
             return
         host, port = CIFAR10_DOWNLOAD_ADDRESS
-        unreachable = _connection_error(CIFAR10_DOWNLOAD_ADDRESS)
+        # Behind an HTTPS proxy a direct connection may fail where tfds's download would not.
+        proxied = "https" in urllib.request.getproxies()
+        unreachable = None if proxied else _connection_error(CIFAR10_DOWNLOAD_ADDRESS)
         if unreachable:
             raise DataError(self._failure_message(f"cannot reach {host}:{port} to download it: {unreachable}"))
         print(
@@ -1162,6 +1347,8 @@ class SyntheticSource(Source):
     The same settings give the same data, whatever the pipeline's
     parallelism or order (see `source` for the settings and their defaults).
     """
+
+    layout = "synthetic"
 
     name = "synthetic"
     reads_files = False

@@ -4,7 +4,7 @@
     python -m alexnet_tf.evaluate --checkpoint=experiments/cifar10_lrn/run1/checkpoints/latest.weights.h5
     python -m alexnet_tf.evaluate --checkpoint=RUN --ten_crop            # the paper's ten views
     python -m alexnet_tf.evaluate --checkpoint=RUN --data_dir=OTHER_CIFAR10_FOLDER
-    python -m alexnet_tf.evaluate --checkpoint=RUN --split=validation   # the run's held-out images
+    python -m alexnet_tf.evaluate --checkpoint=RUN --split=holdout      # the run's held-out images
 
 `--checkpoint` is a run directory (its checkpoints/best.weights.h5 is used)
 or a weights file inside a run's checkpoints/ folder. The model is rebuilt
@@ -43,10 +43,11 @@ from alexnet_tf import choices, cli, run  # noqa: E402
 def format_summary(result):
     """The readable lines printed above the JSON line."""
     views = "10 (corners, centre and their mirrors; softmax averaged)" if result["crops"] == 10 else "1 (centre)"
+    held_out = " (the run's held-out part of 'train')" if result["split"] == "holdout" else ""
     return "\n".join(
         [
             f"Checkpoint:  {result['checkpoint']}",
-            f"Data:        {result['dataset']}, split {result['split']!r}, {result['examples']} images",
+            f"Data:        {result['dataset']}, split {result['split']!r}{held_out}, {result['examples']} images",
             f"Crops:       {views}",
             f"Top-1:       error {result['top1_error']:.4f}   accuracy {result['top1_accuracy']:.4f}",
             f"Top-5:       error {result['top5_error']:.4f}   accuracy {result['top5_accuracy']:.4f}",
@@ -64,8 +65,8 @@ def define_flags(flag_values=flags.FLAGS):
         "data_dir", None, "Folder of the dataset's files. Default: the run's, when --dataset is the run's.", **fv)
     flags.DEFINE_string(
         "split", "test", "Split to evaluate: test (imagenet2012: validation, or test for it), train, or "
-        "validation: on data without a split of that name, the run's own held-out part of the training "
-        "images (the trainer's rule and the run's --validation_fraction).", **fv)  # fmt: skip
+        "holdout: the run's own held-out part of the training images (the trainer's rule; data laid out as "
+        "the run's). On data without a validation split of its own, validation means holdout.", **fv)  # fmt: skip
     flags.DEFINE_boolean("ten_crop", False, "Average the softmax over the paper's ten views of each image.", **fv)
     flags.DEFINE_integer("batch_size", 100, "Images per batch (ten views each with --ten_crop).", lower_bound=1, **fv)
     flags.DEFINE_boolean("verbose", False, "Show Python tracebacks on errors.", **fv)

@@ -14,6 +14,7 @@ import keras
 import tensorflow as tf
 
 from alexnet_tf import data, input_pipeline, model as model_lib
+from alexnet_tf import run as run_lib
 from alexnet_tf import config as config_lib
 from alexnet_tf.cli import first_line
 from alexnet_tf.run import Run
@@ -30,8 +31,9 @@ RESULT_KEYS = (
     "split",
     "examples_trained_on",
 )
-# Data without a split of this name evaluate the run's own held-out part under it.
-HOLDOUT_SPLIT = "validation"
+# The run's own held-out part of the training split; "validation" means it too on data
+# without a split of that name (all but imagenet2012, whose validation set is its test set).
+HOLDOUT_SPLIT = "holdout"
 
 
 @keras.saving.register_keras_serializable(package="alexnet_tf")
@@ -143,9 +145,10 @@ def evaluate_checkpoint(checkpoint, dataset=None, data_dir=None, split="test", t
         `dataset` for a run on cifar10_sample, it evaluates dataset cifar10
         from that folder.
       split: the split to evaluate: "test" (imagenet2012 calls it "validation"), "train",
-        or "validation" on data without a split of that name: the run's held-out
-        part of the training split, by the trainer's rule and the run's
-        validation_fraction.
+        or "holdout": the run's held-out part of the training split, by the
+        trainer's rule, from data laid out as the run's was (same layout and
+        size, see `Run.record_data`); "validation" is "holdout" on data
+        without a split of that name.
       ten_crop: average the softmax over the paper's ten views of each image
         (four corners, centre, and their mirrors) instead of the centre crop.
       batch_size: images per batch (with ten_crop, each batch holds ten times
@@ -181,8 +184,9 @@ def evaluate_checkpoint(checkpoint, dataset=None, data_dir=None, split="test", t
             f"dataset {dataset!r} names its classes {_names(info.class_names)}, but run {trained.run.directory} "
             f"was trained on {_names(trained.class_names)}: its labels would not match."
         )
-    if split == HOLDOUT_SPLIT and HOLDOUT_SPLIT not in data.SPLITS[dataset]:
-        images, ids = held_out_part(source, info, config.validation_fraction, trained.run)
+    if split == HOLDOUT_SPLIT or (split == "validation" and split not in data.SPLITS[dataset]):
+        split = HOLDOUT_SPLIT
+        images, ids = held_out_part(source, info, trained)
     else:
         images, ids = source.load(split, decode=not info.encoded), source.record_ids(split)
     stats = trained.stats()
@@ -213,40 +217,82 @@ def evaluate_checkpoint(checkpoint, dataset=None, data_dir=None, split="test", t
         "checkpoint": str(trained.checkpoint),
         "dataset": dataset,
         "split": split,
-        "examples_trained_on": examples_trained_on(trained, ids),
+        "examples_trained_on": examples_trained_on(trained, dataset, source, ids),
     }
 
 
-def held_out_part(source, info, validation_fraction, run):
-    """(images, record ids or None) of the part of `source`'s training split that a run with
-    `validation_fraction` held out: the trainer's rule (`input_pipeline.split_holdout`)."""
-    if not validation_fraction:
+def held_out_part(source, info, trained):
+    """(images, record ids or None): the part of `source`'s training split that the run held
+    out, by the trainer's rule (`input_pipeline.split_holdout`), when `source` is laid out as
+    the run's data was (a one-line error otherwise: its last records would be others)."""
+    run = trained.run
+    if not trained.config.validation_fraction:
         raise ValueError(
             f"run {run.directory} held out no validation images (--validation_fraction=0); "
             f"evaluate a test split instead."
         )
+    record = _run_data_record(trained)
     size = info.split_sizes["train"]
-    num_train = size - math.ceil(validation_fraction * size)
-    _, part = input_pipeline.split_holdout(source.load("train", decode=not info.encoded), size, validation_fraction)
+    if record is None:
+        raise ValueError(
+            f"run {run.directory} does not record which data it held out ({run_lib.DATA_FILE}, written since "
+            f"the data's layout is recorded) and its own data is not here: evaluate --split=test instead."
+        )
+    if (record["layout"], record["train_examples"] + record["holdout_examples"]) != (source.layout, size):
+        raise ValueError(
+            f"run {run.directory} held out the last {record['holdout_examples']} of "
+            f"{record['train_examples'] + record['holdout_examples']} training records laid out as "
+            f"{record['layout']}; this data has {size} laid out as {source.layout}, so its last records are "
+            f"not the run's held-out ones: evaluate the data the run trained on."
+        )
+    _, part = input_pipeline.split_holdout(
+        source.load("train", decode=not info.encoded), size, trained.config.validation_fraction
+    )
     ids = source.record_ids("train")
-    return part, None if ids is None else ids[num_train:]
+    return part, None if ids is None else ids[record["train_examples"] :]
 
 
-def examples_trained_on(trained, evaluated_ids):
+def examples_trained_on(trained, dataset, source, evaluated_ids):
     """How many of the evaluated records (`evaluated_ids`, see `data.Source.record_ids`) were in
-    the run's training part; None where either side's records are not known."""
+    the run's training part; None where that cannot be known here. The run's own data tells
+    which records it trained on; where it is not here, evaluated data of the run's dataset
+    laid out as the run's was (`--data_dir` to a copy) tells the same."""
     if evaluated_ids is None:
         return None
-    try:
-        run_source = trained.source(trained.config.dataset, trained.config.data_dir)
-        ids = run_source.record_ids("train")
-        if ids is None:
-            return None
-        size = run_source.info().split_sizes["train"]
-    except (data.DataError, OSError):  # the run's data is not here: unknown, not an error
+    record = _run_data_record(trained)
+    run_source = _run_source(trained)
+    if run_source is None and record and dataset == trained.config.dataset and source.layout == record["layout"]:
+        run_source = source
+    if run_source is None or record is None:
         return None
-    trained_ids = set(ids[: size - math.ceil(trained.config.validation_fraction * size)])
-    return sum(record in trained_ids for record in evaluated_ids)
+    ids = run_source.record_ids("train")
+    if ids is None:
+        return None
+    trained_ids = set(ids[: record["train_examples"]])
+    return sum(record_id in trained_ids for record_id in evaluated_ids)
+
+
+def _run_source(trained):
+    """The run's own data source, or None where its data is not here (local sources check
+    their files when made; tensorflow-datasets is not asked to prepare anything)."""
+    try:
+        return trained.source(trained.config.dataset, trained.config.data_dir)
+    except (data.DataError, OSError):
+        return None
+
+
+def _run_data_record(trained):
+    """The run's `Run.data_record`; for a run from before it was recorded, the same figures
+    from the run's own data where it is here (else None)."""
+    record = trained.run.data_record()
+    if record is not None:
+        return record
+    run_source = _run_source(trained)
+    if run_source is None or run_source.layout == "tfds":  # not prepared here, just to count it
+        return None
+    size = run_source.info().split_sizes["train"]
+    holdout = math.ceil(trained.config.validation_fraction * size)
+    return {"layout": run_source.layout, "train_examples": size - holdout, "holdout_examples": holdout}
 
 
 class _Counter:

@@ -1,10 +1,12 @@
 """tf.data pipelines for training and evaluation, built on `alexnet_tf.data` sources.
 
-Training: shuffle, then per image (in parallel) rescale to 256 and take the
-central square, random 224 crop, random flip; then per batch (one vectorised
-op for the whole batch) PCA lighting and per-channel mean subtraction.
-With the paper's per-pixel mean image, the mean is subtracted per image
-before cropping, since a mean image does not commute with the crop.
+Training: shuffle, then per image (in parallel) a random 224 crop of the
+central square rescaled to 256 (for a JPEG whose square is at least 256,
+only the crop's window is decoded and rescaled: `decode_rescaled_crop`),
+the paper's per-pixel mean image's crop at the same place when it is used,
+a random flip, and PCA lighting and per-channel mean subtraction as one
+addition of an RGB colour, made while the crop is still in the processor's
+cache (a pass over a whole batch reads it back from memory).
 
 Evaluation: the central crop, or the ten crops of `preprocessing.ten_crop`.
 
@@ -62,6 +64,32 @@ def decode_center_square(encoded):
         return preprocessing.center_crop(image, tf.minimum(shape[0], shape[1]))
 
     return tf.cond(tf.io.is_jpeg(encoded), decode_jpeg, decode_other)
+
+
+def decode_rescaled_crop(encoded, resize_size, crop_size, offset):
+    """`preprocessing.rescaled_crop` of an encoded image.
+
+    A JPEG whose central square is at least resize_size is decoded only in
+    the crop's window (`preprocessing.crop_window`): libjpeg skips the rows
+    below it and most of the work on the columns beside it. Other images
+    are decoded as `decode_center_square` does.
+    """
+
+    def jpeg_shape():
+        return tf.image.extract_jpeg_shape(encoded)[:2]
+
+    shape = tf.cond(tf.io.is_jpeg(encoded), jpeg_shape, lambda: tf.zeros([2], tf.int32))
+
+    def window():
+        crop_window = preprocessing.crop_window(shape[0], shape[1], resize_size, crop_size, offset)
+        return preprocessing.resize_window(tf.image.decode_and_crop_jpeg(encoded, crop_window, channels=3), crop_size)
+
+    def square():
+        return preprocessing.rescaled_crop(decode_center_square(encoded), resize_size, crop_size, offset)
+
+    view = tf.cond(tf.reduce_min(shape) >= resize_size, window, square)
+    view.set_shape([crop_size, crop_size, 3])
+    return view
 
 
 def _shard_by_data(dataset):
@@ -125,32 +153,32 @@ def train_dataset(
 
     def augment_image(example, seed):
         image, label = example
-        if encoded:
-            image = decode_center_square(image)
-        image = preprocessing.resize_and_center_crop(image, resize_size)
+        crop_seed, flip_seed, lighting_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
+        if augment:
+            top_left = preprocessing.random_crop_offset(resize_size, image_size, crop_seed)
+            if encoded:
+                view = decode_rescaled_crop(image, resize_size, image_size, top_left)
+            else:
+                view = preprocessing.rescaled_crop(image, resize_size, image_size, top_left)
+        else:  # exactly the centre view evaluation takes
+            top_left = tf.fill([2], (resize_size - image_size) // 2)
+            whole = decode_center_square(image) if encoded else image
+            view = preprocessing.center_crop(preprocessing.resize_and_center_crop(whole, resize_size), image_size)
+        colour = tf.zeros([3])  # RGB, added to every pixel of the view
         if mean_image is not None:
-            image = preprocessing.subtract_mean(image, mean_image)
-        if not augment:
-            return preprocessing.center_crop(image, image_size), label
-        crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
-        image = preprocessing.random_crop(image, image_size, crop_seed)
-        image = preprocessing.random_flip(image, flip_seed)
-        return image, label
-
-    def augment_batch(batch, seed):
-        images, labels = batch
-        if augment and pca_std > 0:
-            images = preprocessing.pca_lighting(images, stats.eigenvalues, stats.eigenvectors, pca_std, seed)
-        if mean_image is None:
-            images = preprocessing.subtract_mean(images, stats.mean_rgb)
-        return images, labels
+            view -= mean_image[top_left[0] : top_left[0] + image_size, top_left[1] : top_left[1] + image_size]
+        else:
+            colour -= stats.mean_rgb
+        if augment:
+            view = preprocessing.random_flip(view, flip_seed)
+            if pca_std > 0:
+                colour += preprocessing.pca_shift([], stats.eigenvalues, stats.eigenvectors, pca_std, lighting_seed)
+        return preprocessing.add_to_pixels(view, colour), label
 
     dataset = source.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     dataset = tf.data.Dataset.zip(dataset, _seeds(seed))
     dataset = dataset.map(augment_image, num_parallel_calls=AUTOTUNE, deterministic=True)
     dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
-    dataset = tf.data.Dataset.zip(dataset, _seeds(seed + 1))
-    dataset = dataset.map(augment_batch, num_parallel_calls=AUTOTUNE, deterministic=True)
     return _shard_by_data(dataset.prefetch(AUTOTUNE))
 
 

@@ -8,12 +8,14 @@
 checkpoint) or a weights file in a run's checkpoints/ folder. Each image
 (JPEG, PNG, GIF or BMP, any size) is prepared as evaluation prepares the
 test images (see `alexnet_tf.serving`). The class names are those the run
-recorded.
+recorded; an ImageNet class (a WordNet id) is printed with its readable
+names, e.g. "n01440764 tench, Tinca tinca".
 
 Output: for each image its path and top-5 classes with probabilities, then,
 as the last line of stdout, one JSON object: {"checkpoint", "crops",
-"predictions": [{"image", "top5": [{"class", "index", "probability"}]}],
-"errors": [{"image", "error"}], "export"}.
+"predictions": [{"image", "top5": [{"class", "index", "probability",
+"description"}]}], "errors": [{"image", "error"}], "export"}
+("description": an ImageNet class's readable names, else null).
 
 `--export DIR` writes a TensorFlow SavedModel with the preprocessing inside:
 signature `serving_default` takes encoded image files (tf.string [N]),
@@ -45,9 +47,11 @@ def format_predictions(predictions):
     lines = []
     for prediction in predictions:
         lines.append(prediction["image"])
-        width = max(len(entry["class"]) for entry in prediction["top5"])
-        for rank, entry in enumerate(prediction["top5"], 1):
-            lines.append(f"  {rank}. {entry['class']:<{width}}  {entry['probability']:.4f}")
+        # An ImageNet class reads "n01440764 tench, Tinca tinca": its WordNet id and names.
+        labels = [" ".join(filter(None, (entry["class"], entry.get("description")))) for entry in prediction["top5"]]
+        width = max(map(len, labels))
+        for rank, (label, entry) in enumerate(zip(labels, prediction["top5"]), 1):
+            lines.append(f"  {rank}. {label:<{width}}  {entry['probability']:.4f}")
     return "\n".join(lines)
 
 

@@ -3,6 +3,7 @@
     <experiments_dir>/<experiment>/<run>/
         flags.txt        flagfile that reproduces the run (python -m alexnet_tf.train --flagfile=...)
         classes.json     the class count and names the model was built for
+        data.json        the data's layout and its training and held-out example counts
         stats/           training-set mean and PCA eigen-pairs the run computed
         tensorboard/     TensorBoard event files (alexnet_tf.tensorboard_logs: training and validation/)
         checkpoints/     best.weights.h5 (lowest validation top-1 error), latest.weights.h5,
@@ -13,7 +14,8 @@
 The rules: a run never overwrites another run. Without a run name, a
 command continues the newest unfinished run of its experiment whose
 recorded configuration equals its own (field by field: a field the run's
-flags.txt lacks takes its default), and otherwise starts `run<N+1>`. With a
+flags.txt lacks takes its default; where the input is preprocessed,
+`--data_service`, does not count), and otherwise starts `run<N+1>`. With a
 name, it continues that run if it is unfinished and was started with the
 same configuration, starts it if it does not exist, and refuses otherwise.
 
@@ -38,6 +40,7 @@ from alexnet_tf.cli import first_line
 
 FLAGS_FILE = "flags.txt"
 CLASSES_FILE = "classes.json"
+DATA_FILE = "data.json"
 RESULTS_FILE = "results.json"
 HISTORY_FILE = "history.csv"
 STATS_DIR = "stats"
@@ -70,12 +73,14 @@ def write_atomically(path, text):
 
 
 def config_differences(recorded, requested):
-    """The flags on which two `TrainConfig`s differ, as '--name=recorded (this command: requested)'."""
+    """The flags on which two `TrainConfig`s differ, as '--name=recorded (this command: requested)';
+    fields that only say where the work runs (`config.PLACEMENT_FIELDS`) do not count."""
     return [
         f"{_as_flag(field.name, getattr(recorded, field.name))} (this command: "
         f"{_as_flag(field.name, getattr(requested, field.name), value_only=True)})"
         for field in dataclasses.fields(config_lib.TrainConfig)
-        if getattr(recorded, field.name) != getattr(requested, field.name)
+        if field.name not in config_lib.PLACEMENT_FIELDS
+        and getattr(recorded, field.name) != getattr(requested, field.name)
     ]
 
 
@@ -115,6 +120,7 @@ class Run:
     name = property(lambda self: self.directory.name)
     flags_file = property(lambda self: self.directory / FLAGS_FILE)
     classes_file = property(lambda self: self.directory / CLASSES_FILE)
+    data_file = property(lambda self: self.directory / DATA_FILE)
     results_file = property(lambda self: self.directory / RESULTS_FILE)
     history_file = property(lambda self: self.directory / HISTORY_FILE)
     stats_dir = property(lambda self: self.directory / STATS_DIR)
@@ -252,6 +258,18 @@ class Run:
     def record_classes(self, class_names):
         names = [str(name) for name in class_names]
         write_atomically(self.classes_file, json.dumps({"num_classes": len(names), "class_names": names}) + "\n")
+
+    def record_data(self, layout, train_examples, holdout_examples):
+        """What identifies the run's held-out part without its data: the source's `layout`
+        (which fixes the records' order) and the split of its training records."""
+        record = {"layout": layout, "train_examples": int(train_examples), "holdout_examples": int(holdout_examples)}
+        write_atomically(self.data_file, json.dumps(record) + "\n")
+
+    def data_record(self):
+        """`record_data`'s record, or None for a run from before it was recorded."""
+        if not self.data_file.is_file():
+            return None
+        return json.loads(self.data_file.read_text())
 
     def class_names(self):
         """The class names recorded when the run started, or None for a run from before they were."""

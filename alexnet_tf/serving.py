@@ -54,6 +54,8 @@ class Predictor(tf.Module):
         self._mean = tf.constant(np.asarray(mean_value, np.float32))
         self._class_names = tf.constant(list(class_names))
         self.class_names = tuple(class_names)
+        # Readable names for ImageNet's WordNet ids ("tench, Tinca tinca"), None for other classes.
+        self.class_descriptions = data.class_descriptions(self.class_names)
         self._k = min(TOP_K, len(class_names))
         view_shape = [self.image_size, self.image_size, 3]
         self._views_spec = tf.TensorSpec([TEN_CROPS, *view_shape] if ten_crop else view_shape, tf.float32)
@@ -160,7 +162,9 @@ def check_images(paths):
 
 
 def predict_files(predictor, paths, on_bad_file=None):
-    """[{"image", "probabilities", "top5": [{"class", "index", "probability"}]}] for image files.
+    """[{"image", "probabilities", "top5": [{"class", "index", "probability", "description"}]}] for
+    image files (``description``: the readable name of an ImageNet class, e.g. "tench, Tinca
+    tinca" for n01440764; None for other classes).
 
     A missing path fails first (`check_images`). A file that cannot be read
     or is not an image raises `data.DataError` or `OSError` naming it; with
@@ -176,6 +180,10 @@ def predict_files(predictor, paths, on_bad_file=None):
             if on_bad_file is None:
                 raise
             on_bad_file(path, error)
+        except tf.errors.InvalidArgumentError as error:  # decodable, but not by the serving graph
+            if on_bad_file is None:
+                raise
+            on_bad_file(path, data.DataError(f"{path} cannot be classified: {tf_error_summary(error)}"))
     return predictions
 
 
@@ -184,7 +192,12 @@ def _predict_file(predictor, path):
     _decode(path, encoded)  # a clear error for a file that is not an image
     outputs = predictor.predict_encoded(encoded)  # the path of the SavedModel's serving_default
     top5 = [
-        {"class": predictor.class_names[int(index)], "index": int(index), "probability": float(probability)}
+        {
+            "class": predictor.class_names[int(index)],
+            "index": int(index),
+            "probability": float(probability),
+            "description": predictor.class_descriptions[int(index)],
+        }
         for index, probability in zip(outputs["top5_classes"], outputs["top5_probabilities"])
     ]
     return {"image": str(path), "probabilities": outputs["probabilities"], "top5": top5}

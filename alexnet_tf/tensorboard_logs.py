@@ -29,11 +29,10 @@ from alexnet_tf import choices
 
 VALIDATION_DIR = "validation"
 
-# The HParams dashboard's columns: the settings runs are compared by. Its table shows five
-# columns at first (the rest are a tick away): SHOWN_HPARAMS. The session record also
-# holds the rest of `TrainConfig.hparams()`, and flags.txt holds everything.
+# The HParams dashboard's table shows five columns at first: the settings runs are most
+# often compared by. Every other setting of `TrainConfig.hparams()` (seed, activation,
+# learning rate, ...) is a column a tick away; flags.txt holds everything.
 SHOWN_HPARAMS = ("norm", "towers", "init", "image_size", "mixed_precision")
-COMPARED_HPARAMS = SHOWN_HPARAMS + ("seed", "activation")
 
 # (tag, folder below the trial's, column title): the last value of each is the table's entry.
 # The final figures' tags share the prefix "final/" and the images' "images/", so that
@@ -58,16 +57,18 @@ def write_hparams(log_dir, hparams, trial):
     from tensorboard.plugins.hparams import api as hparams_api
 
     domains = {
+        "model": hparams_api.Discrete(list(choices.MODELS)),
         "norm": hparams_api.Discrete(list(choices.NORMS)),
         "towers": hparams_api.Discrete(list(choices.TOWERS)),
         "init": hparams_api.Discrete(list(choices.INITS)),
         "activation": hparams_api.Discrete(list(choices.ACTIVATIONS)),
-        "image_size": hparams_api.IntInterval(1, 4096),
+        "lr_schedule": hparams_api.Discrete(list(choices.LR_SCHEDULES)),
         "mixed_precision": hparams_api.Discrete(list(choices.PRECISIONS)),
-        "seed": hparams_api.IntInterval(-(2**31), 2**31 - 1),
     }
-    titles = {"mixed_precision": "precision", "image_size": "image size"}
-    columns = [hparams_api.HParam(name, domains[name], display_name=titles.get(name, name)) for name in COMPARED_HPARAMS]
+    titles = {"mixed_precision": "precision", "image_size": "image size", "learning_rate": "learning rate",
+              "lr_schedule": "schedule", "batch_size": "batch", "pca_std": "PCA lighting std"}  # fmt: skip
+    names = list(SHOWN_HPARAMS) + [name for name in hparams if name not in SHOWN_HPARAMS]
+    columns = [hparams_api.HParam(name, domains.get(name), display_name=titles.get(name, name)) for name in names]
     metrics = [
         hparams_api.Metric(tag, group=group, display_name=title,
                            dataset_type=hparams_api.Metric.VALIDATION if "validation" in title else None)
@@ -80,8 +81,13 @@ def write_hparams(log_dir, hparams, trial):
 
 
 def _shown_first(config):
-    """The dashboard's column record with SHOWN_HPARAMS marked as differing between runs:
-    TensorBoard shows the first five columns, those that differ first (then by name)."""
+    """The dashboard's column record with SHOWN_HPARAMS marked as differing between runs.
+
+    TensorBoard's HParams table ticks its first five columns, ordered with those marked
+    `differs` first (then by name); the summary API has no argument for the mark, so it is
+    set on the record's proto (TensorBoard's `hparams.metadata` and `plugin_data_pb2`
+    modules). tests/test_tensorboard_logs.py reads it back from the event files; README
+    says what the dashboard showed in a browser."""
     from tensorboard.plugins.hparams import metadata, plugin_data_pb2
 
     (value,) = config.value
@@ -113,7 +119,7 @@ class EpochLogs(keras.callbacks.Callback):
         self.augmented_images = augmented_images
         self.mean_rgb = np.asarray(mean_rgb, np.float32)
         self.writer = tf.summary.create_file_writer(str(self.log_dir))
-        self.validation_writer = tf.summary.create_file_writer(str(self.log_dir / VALIDATION_DIR))
+        self.validation_writer = None  # made with the first validation figures (none without a hold-out)
 
     def on_train_begin(self, logs=None):
         viewable = np.clip((self.augmented_images + self.mean_rgb) / 255.0, 0.0, 1.0)
@@ -123,17 +129,23 @@ class EpochLogs(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         for key, value in (logs or {}).items():
-            validation = key.startswith("val_")
-            with (self.validation_writer if validation else self.writer).as_default():
+            writer = self.writer
+            if key.startswith("val_"):
+                if self.validation_writer is None:
+                    self.validation_writer = tf.summary.create_file_writer(str(self.log_dir / VALIDATION_DIR))
+                writer = self.validation_writer
+            with writer.as_default():
                 tf.summary.scalar("epoch_" + key.removeprefix("val_"), float(value), step=epoch)
         with self.writer.as_default():
             tf.summary.image("images/conv1_filters", filter_grid(self.model.get_layer("conv1").kernel.numpy()), step=epoch)
-        self.writer.flush()
-        self.validation_writer.flush()
+        for writer in (self.writer, self.validation_writer):
+            if writer is not None:
+                writer.flush()
 
     def on_train_end(self, logs=None):
-        self.writer.close()
-        self.validation_writer.close()
+        for writer in (self.writer, self.validation_writer):
+            if writer is not None:
+                writer.close()
 
 
 def filter_grid(kernel):

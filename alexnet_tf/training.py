@@ -20,7 +20,7 @@ import keras
 import tensorflow as tf
 
 from alexnet_tf import callbacks as callbacks_lib
-from alexnet_tf import data, distribute, evaluation, input_pipeline, machine, preprocessing, tensorboard_logs
+from alexnet_tf import data, data_service, distribute, evaluation, input_pipeline, machine, preprocessing, tensorboard_logs
 from alexnet_tf import model as model_lib
 from alexnet_tf.optim import SGDCoupledWeightDecay
 from alexnet_tf.run import Run
@@ -41,6 +41,8 @@ def train(config, *, run_name=None, devices=None, verbose=None):
     wall_start = time.time()
     # First: splitting the CPU into replicas must precede any use of TensorFlow's devices.
     strategy = distribute.make_strategy(config.strategy, devices, config.cpu_replicas)
+    if config.data_service:  # a wrong address fails now, not after the set-up (or in an hour of retries)
+        data_service.check_reachable(config.data_service)
     source = data.source_for(config)
     if config.data_dir is None and source.data_dir is not None:
         # Record the folder the environment chose, so that the run's flags.txt reproduces it.
@@ -49,7 +51,7 @@ def train(config, *, run_name=None, devices=None, verbose=None):
     num_train, num_validation = holdout_sizes(info, config.validation_fraction)
     steps_per_epoch = steps_per_epoch_for(config, num_train, strategy.num_replicas_in_sync)
 
-    run, resumed, writer = open_run(config, run_name, info.class_names)
+    run, resumed, writer = open_run(config, run_name, info.class_names, (source.layout, num_train, num_validation))
     set_seeds_and_precision(config)
     train_part, validation_part = input_pipeline.split_holdout(
         source.load("train", decode=not info.encoded), info.split_sizes["train"], config.validation_fraction
@@ -60,9 +62,9 @@ def train(config, *, run_name=None, devices=None, verbose=None):
     print(f"Dataset {config.dataset}: {num_train} training, {num_validation} validation examples; {stats.summary()}")
     print_validation_classes(source, info, num_train)
 
-    def make_train_data():
+    def make_train_data(source):
         return input_pipeline.train_dataset(
-            train_part.repeat(),
+            source,
             batch_size=config.batch_size,
             stats=stats,
             image_size=config.image_size,
@@ -92,10 +94,11 @@ def train(config, *, run_name=None, devices=None, verbose=None):
     if run is writer:  # the chief
         # From a pipeline of its own: iterating the training data here would advance its seeds
         # on the chief only, and workers must all build the same global batches.
-        augmented = next(iter(make_train_data().take(1)))[0][:6].numpy()
-        callbacks += logging_callbacks(config, run, augmented, stats)
+        augmented = next(iter(make_train_data(train_part.repeat()).take(1)))[0][:6].numpy()
+        callbacks += logging_callbacks(config, run, augmented, stats, resumed)
 
-    fit(model, make_train_data(), validation_data, config, steps_per_epoch, state, callbacks, writer, verbose)
+    train_data = training_data(config, make_train_data, train_part, num_train, run, state)
+    fit(model, train_data, validation_data, config, steps_per_epoch, state, callbacks, writer, verbose)
     return finish(config, run, writer, source, info, monitor, eval_kwargs, wall_start)
 
 
@@ -125,9 +128,10 @@ def steps_per_epoch_for(config, num_train, replicas):
     return min(steps, config.steps_per_epoch) if config.steps_per_epoch else steps
 
 
-def open_run(config, name, class_names):
+def open_run(config, name, class_names, data_record):
     """(run, resumed, writer): the run directory this command trains, and where this process
-    writes checkpoints (the run itself on the chief; a scratch folder on other workers)."""
+    writes checkpoints (the run itself on the chief; a scratch folder on other workers).
+    `data_record`: `Run.record_data`'s arguments."""
     choice = Run.for_training(pathlib.Path(config.experiments_dir) / config.experiment, config, name)
     run = choice.run
     if not distribute.is_chief():
@@ -142,6 +146,8 @@ def open_run(config, name, class_names):
             run.record_classes(class_names)
     else:
         run.claim(config, class_names)
+    if run.data_record() is None:
+        run.record_data(*data_record)
     print(f"{'Resuming' if choice.resumed else 'Starting'} run {run.directory}", flush=True)
     return run, choice.resumed, run
 
@@ -202,14 +208,42 @@ def eval_batch_size(num_examples, batch_size, replicas):
     return None
 
 
+# More classes than this (ImageNet's 1000) are summed up rather than listed when a run starts.
+MAX_CLASSES_LISTED = 20
+
+
 def print_validation_classes(source, info, num_train):
     """One line with the held-out part's images per class, when the source knows its labels cheaply."""
     labels = source.labels("train")
     if labels is None or len(labels) <= num_train:
         return
     counts = collections.Counter(int(label) for label in labels[num_train:])
+    if len(info.class_names) > MAX_CLASSES_LISTED:
+        # ImageNet's 1000 classes: the range, and the classes the training split has but the part lacks.
+        trained = set(int(label) for label in labels[:num_train])
+        per_class = [counts.get(index, 0) for index in sorted(trained | set(counts))]
+        missing = sum(1 for index in trained if index not in counts)
+        print(
+            f"Validation images per class: {min(per_class)} to {max(per_class)} over the {len(per_class)} "
+            f"classes of the training split ({missing} of them with none held out)",
+            flush=True,
+        )
+        return
     listed = ", ".join(f"{name} {counts.get(index, 0)}" for index, name in enumerate(info.class_names))
     print(f"Validation images per class: {listed}", flush=True)
+
+
+def training_data(config, make_train_data, train_part, num_train, run, state):
+    """The batches `fit` trains on: from this process's pipeline over the repeated training part,
+    or, with --data_service, from the service's workers running it pass by pass
+    (`alexnet_tf.data_service`)."""
+    if not config.data_service:
+        return make_train_data(train_part.repeat())
+    job = data_service.job_name(run.directory, state["epoch"] if state else 0)
+    print(f"Training batches from the tf.data service at {config.data_service} (job {job}); statistics and "
+          f"validation in this process.", flush=True)
+    batches = make_train_data(data_service.passes(train_part, num_train, config.seed))
+    return data_service.distribute(batches, config.data_service, job)
 
 
 def learning_rate_for(config, steps_per_epoch):
@@ -288,9 +322,11 @@ def training_callbacks(config, run, writer, monitor, state, wall_start):
     ]
 
 
-def logging_callbacks(config, run, augmented_images, stats):
-    """The chief's logs: TensorBoard scalars, HParams and images, and history.csv."""
-    tensorboard_logs.write_hparams(run.tensorboard_dir, config.hparams(), tensorboard_logs.trial_id(run.directory))
+def logging_callbacks(config, run, augmented_images, stats, resumed):
+    """The chief's logs: TensorBoard scalars, HParams (once, when the run starts) and images,
+    and history.csv."""
+    if not resumed:
+        tensorboard_logs.write_hparams(run.tensorboard_dir, config.hparams(), tensorboard_logs.trial_id(run.directory))
     return [
         tensorboard_logs.EpochLogs(run.tensorboard_dir, augmented_images, stats.mean_rgb),
         keras.callbacks.CSVLogger(str(run.history_file), append=True),

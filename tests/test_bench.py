@@ -103,6 +103,8 @@ def _settings(**changes):
         (dict(towers=[3]), "--towers"),
         (dict(dataset="mnist"), "--dataset"),
         (dict(pipeline_seconds=0.0), "--pipeline_seconds"),
+        (dict(service_workers=[1, 0]), "--service_workers"),
+        (dict(service_workers=[2, 2]), "--service_workers"),
     ],
 )
 def test_validate_rejects_bad_settings(changes, message):
@@ -187,3 +189,31 @@ def test_lrn_layer_mode_times_every_implementation_of_each_lrn_layer(tmp_path):
         assert all(len(f["ms"]["rounds"]) == 2 and f["ms"]["median"] > 0 for f in figures.values())
         assert figures["tf_op"]["ratio_to_tf_op"]["median"] == 1.0
     assert "conv1_lrn 16x16x96 groups=1" in result.stdout and "/ tf_op" in result.stdout
+
+
+def test_imagenet_mode_times_decoding_and_the_training_pipeline_per_core(shared_imagenet_dir, tmp_path):
+    # A few of the real JPEGs, small and large: the figures' bookkeeping, not their size.
+    import math
+    import shutil
+
+    tree = tmp_path / "imagenet"
+    for folder in sorted((shared_imagenet_dir / "train").iterdir())[:12]:
+        shutil.copytree(folder, tree / "train" / folder.name)
+    settings = _settings(imagenet_dir=str(tree), batch_size=8, image_size=64, rounds=2, pipeline_seconds=0.2)
+    results = bench.imagenet_preprocessing_timings(settings, log=lambda *args, **kwargs: None)
+    stages = results["images_per_s_per_core"]
+    assert list(stages) == ["decode", "decode + rescale to 73", "training"]
+    assert all(len(figure["rounds"]) == 2 and figure["median"] > 0 for figure in stages.values())
+    # Each ratio pairs a stage's rounds with decoding's; decoding alone is the limit (within noise).
+    for name in ("decode + rescale to 73", "training"):
+        ratio = results["ratios"][f"{name} / decode"]
+        assert ratio["rounds"] == [a / b for a, b in zip(stages[name]["rounds"], stages["decode"]["rounds"])]
+        assert 0 < ratio["median"] < 1.5
+    assert results["files"]["count"] == 12 and results["all_cores_images_per_s"] > 0
+    per_core = stages["training"]["median"]
+    assert results["cores_per_accelerator"] == {
+        name: {"images_per_s": rate, "cores": math.ceil(rate / per_core)}
+        for name, rate in bench.ACCELERATOR_IMAGES_PER_S.items()
+    }
+    table = "\n".join(bench.format_imagenet_table(results))
+    assert "training" in table and "cores one P100 needs at 3,000 images/s" in table

@@ -59,7 +59,7 @@ def bad_data(tmp_path_factory):
     shutil.copy(sample / "batches.meta.txt", corrupt)
     images = root / "imagenet"
     for split in ("train", "validation"):
-        for label in ("n01", "n02"):
+        for label in ("n01440764", "n01443537"):  # ILSVRC-2012 classes 0 and 1
             folder = images / split / label
             folder.mkdir(parents=True)
             for index in range(6):
@@ -265,6 +265,7 @@ HELP_FLAGS = {
     "predict": ["--checkpoint", "--[no]ten_crop", "--export"],
     "bench": ["--dataset", "--norms", "--precisions", "--rounds", "--[no]quick"],
     "report": ["--experiments_dir", "--output"],
+    "data_service": ["--role", "--port", "--work_dir", "--dispatcher", "--worker_address"],
 }
 
 

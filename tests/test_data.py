@@ -495,6 +495,11 @@ def test_the_download_check_gives_up_after_its_timeout(tmp_path, monkeypatch):
 # ImageNet as an image folder
 
 
+# Three ILSVRC-2012 classes and their standard labels (positions among all 1000 wnids).
+GOLDFISH, SEA_SNAKE, TOILET_TISSUE = "n01443537", "n01751748", "n15075141"
+LABEL = {GOLDFISH: 1, SEA_SNAKE: 65, TOILET_TISSUE: 999}
+
+
 @pytest.fixture
 def image_folder(tmp_path):
     """train/ and validation/ with three classes whose sorted order is not creation order."""
@@ -503,30 +508,38 @@ def image_folder(tmp_path):
     # (split, class, file); values make every image different. Neither the
     # creation order nor its reverse (what tmpfs lists) is the sorted order.
     layout = [
-        ("train", "n03", "b.JPEG"),
-        ("train", "n03", "c.JPEG"),
-        ("train", "n03", "a.JPEG"),
-        ("train", "n01", "x.png"),
-        ("train", "n02", "c.jpg"),
-        ("train", "n02", "a.jpg"),
-        ("validation", "n02", "v2.JPEG"),
-        ("validation", "n01", "v1.JPEG"),
+        ("train", TOILET_TISSUE, "b.JPEG"),
+        ("train", TOILET_TISSUE, "c.JPEG"),
+        ("train", TOILET_TISSUE, "a.JPEG"),
+        ("train", GOLDFISH, "x.png"),
+        ("train", SEA_SNAKE, "c.jpg"),
+        ("train", SEA_SNAKE, "a.jpg"),
+        ("validation", SEA_SNAKE, "v2.JPEG"),
+        ("validation", GOLDFISH, "v1.JPEG"),
     ]
     for value, (split, class_name, file_name) in enumerate(layout):
         path = root / split / class_name / file_name
         images[path] = solid_image(value * 7)
         write_image(path, images[path])
-    (root / "train" / "n01" / "README.txt").write_text("not an image")
+    (root / "train" / GOLDFISH / "README.txt").write_text("not an image")
     (root / "train" / ".DS_Store").write_text("")
     return root
 
 
-def test_image_folder_labels_follow_sorted_classes_and_files(image_folder):
+def test_imagenet_class_list_is_the_standard_one(tmp_path):
+    wnids = data.imagenet_wnids()
+    assert len(wnids) == 1000 and list(wnids) == sorted(wnids)
+    assert (wnids[0], wnids[1], wnids[65], wnids[999]) == ("n01440764", GOLDFISH, SEA_SNAKE, TOILET_TISSUE)
+    # The labels of tensorflow-datasets' own imagenet2012: both ways of reading ImageNet agree.
+    assert tuple(tfds.builder("imagenet2012", data_dir=str(tmp_path)).info.features["label"].names) == wnids
+
+
+def test_image_folder_labels_are_the_standard_imagenet_indices(image_folder):
     info = data.dataset_info("imagenet2012", image_folder)
     assert info == data.DatasetInfo(
         name="imagenet2012",
-        num_classes=3,
-        class_names=("n01", "n02", "n03"),
+        num_classes=1000,
+        class_names=data.imagenet_wnids(),
         split_sizes={"train": 6, "validation": 2},
         encoded=True,
     )
@@ -534,29 +547,30 @@ def test_image_folder_labels_follow_sorted_classes_and_files(image_folder):
     assert dataset.element_spec == (tf.TensorSpec([None, None, 3], tf.uint8), tf.TensorSpec([], tf.int64))
     assert int(dataset.cardinality()) == 6
     images, labels = as_lists(dataset)
-    assert sorted(labels) == [0, 1, 1, 2, 2, 2]
-    expected_files = ["n01/x.png", "n02/a.jpg", "n02/c.jpg", "n03/a.JPEG", "n03/b.JPEG", "n03/c.JPEG"]
+    assert sorted(labels) == [1, 65, 65, 999, 999, 999]
+    expected_files = [f"{GOLDFISH}/x.png", f"{SEA_SNAKE}/a.jpg", f"{SEA_SNAKE}/c.jpg"] + [
+        f"{TOILET_TISSUE}/{name}" for name in ("a.JPEG", "b.JPEG", "c.JPEG")
+    ]
     decoded = {
         relative: tf.io.decode_image((image_folder / "train" / relative).read_bytes(), channels=3).numpy()
         for relative in expected_files
     }
-    label_of = {"n01": 0, "n02": 1, "n03": 2}
     # Each image comes with its own class's label (the training order is a fixed permutation).
     for image, label in zip(images, labels):
         matches = [r for r, pixels in decoded.items() if pixels.shape == image.shape and np.array_equal(pixels, image)]
-        assert matches and all(label_of[r.split("/")[0]] == label for r in matches)
+        assert matches and all(LABEL[r.split("/")[0]] == label for r in matches)
     # The PNG is lossless: exactly the pixels that were written.
     assert any(np.array_equal(image, solid_image(3 * 7)) for image in images)
 
 
-def test_image_folder_order_is_sorted_class_then_file_name(tmp_path):
-    # Eight names, created shuffled: a directory listing (hash or creation
+def test_image_folder_order_is_label_then_file_name(tmp_path):
+    # Eight classes, created shuffled: a directory listing (hash or creation
     # order) comes out sorted by chance once in 40320.
-    names = ["n07", "n02", "n05", "n00", "n06", "n03", "n01", "n04"]
-    for name in names:
-        write_image(tmp_path / "train" / name / "only.png", solid_image(int(name[1:])))
-        write_image(tmp_path / "validation" / "n00" / f"{name}.png", solid_image(int(name[1:])))
-    assert data.dataset_info("imagenet2012", tmp_path).class_names == tuple(sorted(names))
+    wnids = data.imagenet_wnids()
+    labels_made = [7, 2, 5, 0, 6, 3, 1, 4]
+    for label in labels_made:
+        write_image(tmp_path / "train" / wnids[label] / "only.png", solid_image(label))
+        write_image(tmp_path / "validation" / wnids[0] / f"{label}.png", solid_image(label))
     images, labels = as_lists(data.load_split("imagenet2012", "train", tmp_path))
     assert sorted(labels) == list(range(8)) and labels != list(range(8))  # every class, not class-sorted
     assert [int(image[0, 0, 0]) for image in images] == labels  # each image with its own label
@@ -567,9 +581,9 @@ def test_image_folder_order_is_sorted_class_then_file_name(tmp_path):
     assert [int(image[0, 0, 0]) for image in images] == list(range(8))
 
 
-def test_image_folder_validation_uses_the_training_class_list(image_folder):
+def test_image_folder_validation_keeps_the_standard_labels(image_folder):
     _, labels = as_lists(data.load_split("imagenet2012", "validation", image_folder))
-    assert labels == [0, 1]
+    assert labels == [1, 65]
     _, alias_labels = as_lists(data.load_split("imagenet2012", "test", image_folder))
     assert alias_labels == labels
 
@@ -578,16 +592,28 @@ def test_image_folder_without_decoding_yields_the_file_bytes(image_folder):
     encoded = list(data.load_split("imagenet2012", "validation", image_folder, decode=False))
     decoded = list(data.load_split("imagenet2012", "validation", image_folder))
     assert encoded[0][0].dtype == tf.string
-    assert encoded[0][0].numpy() == (image_folder / "validation" / "n01" / "v1.JPEG").read_bytes()
+    assert encoded[0][0].numpy() == (image_folder / "validation" / GOLDFISH / "v1.JPEG").read_bytes()
     for (jpeg, label), (image, same_label) in zip(encoded, decoded):
         np.testing.assert_array_equal(tf.io.decode_jpeg(jpeg, channels=3), image)
         assert int(label) == int(same_label)
 
 
-def test_validation_class_missing_from_train_is_an_error(image_folder):
-    write_image(image_folder / "validation" / "n99" / "v.JPEG", solid_image(1))
-    with pytest.raises(DataError, match=r"class folder\(s\) not in train/: n99; labels come from train/'s 3 classes"):
-        data.load_split("imagenet2012", "validation", image_folder)
+def test_validation_class_missing_from_train_keeps_its_standard_label(image_folder):
+    write_image(image_folder / "validation" / "n01440764" / "tench.JPEG", solid_image(1))
+    _, labels = as_lists(data.load_split("imagenet2012", "validation", image_folder))
+    assert labels == [0, 1, 65]
+
+
+@pytest.mark.parametrize("split", ["train", "validation"])
+@pytest.mark.parametrize("folder", ["n99999999", "tench", "N01440764"])
+def test_a_folder_that_is_not_an_ilsvrc_class_is_a_one_line_error(image_folder, split, folder):
+    write_image(image_folder / split / folder / "x.JPEG", solid_image(1))
+    with pytest.raises(DataError) as raised:
+        data.source("imagenet2012", image_folder)  # when the source is made, before any run starts
+    message = str(raised.value)
+    assert "\n" not in message
+    assert f"{image_folder / split} has folder(s) that are not ILSVRC-2012 classes: {folder};" in message
+    assert "named by WordNet id" in message and "n01440764" in message
 
 
 def test_flat_validation_folder_is_an_error(image_folder):
@@ -605,15 +631,18 @@ def test_missing_validation_folder_is_an_error_and_left_out_of_info(image_folder
         data.load_split("imagenet2012", "validation", image_folder)
 
 
-def test_validation_without_train_is_an_error(tmp_path):
-    write_image(tmp_path / "validation" / "n01" / "v.JPEG", solid_image(1))
-    with pytest.raises(DataError, match="has validation/ but no train/"):
-        data.load_split("imagenet2012", "validation", tmp_path)
+def test_a_tree_with_only_validation_is_read_with_the_standard_labels(tmp_path):
+    write_image(tmp_path / "validation" / SEA_SNAKE / "ILSVRC2012_val_00000001.JPEG", solid_image(1))
+    src = data.source("imagenet2012", tmp_path)
+    assert src.info().split_sizes == {"validation": 1} and src.test_split() == "validation"
+    assert as_lists(src.load("validation"))[1] == [65]
+    with pytest.raises(DataError, match=r"split 'train' needs the folder .*train, which is missing"):
+        src.load("train")
 
 
-def test_train_folder_without_classes_is_an_error(tmp_path):
+def test_train_folder_without_class_folders_is_an_error(tmp_path):
     write_image(tmp_path / "train" / "loose.JPEG", solid_image(1))
-    with pytest.raises(DataError, match=r"has no class subfolders .* found loose.JPEG"):
+    with pytest.raises(DataError, match=r"holds images directly \(e.g. loose.JPEG\); expected one subfolder per class"):
         data.dataset_info("imagenet2012", tmp_path)
 
 
@@ -624,7 +653,7 @@ def test_missing_imagenet_folder_is_an_error(tmp_path):
 
 def test_undecodable_image_stops_iteration_naming_the_file(image_folder):
     # The last file of the last class: found through the end-of-data check.
-    broken = image_folder / "train" / "n03" / "zz_broken.JPEG"
+    broken = image_folder / "train" / TOILET_TISSUE / "zz_broken.JPEG"
     broken.write_bytes(b"this is not an image")
     dataset = data.load_split("imagenet2012", "train", image_folder)
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"could not read or decode image file.*zz_broken\.JPEG"):
@@ -632,17 +661,17 @@ def test_undecodable_image_stops_iteration_naming_the_file(image_folder):
 
 
 def test_undecodable_image_in_the_middle_names_that_file(image_folder):
-    (image_folder / "train" / "n02" / "b_broken.jpg").write_bytes(b"\xff\xd8 truncated")
-    with pytest.raises(tf.errors.InvalidArgumentError, match=r"n02/b_broken\.jpg"):
+    (image_folder / "train" / SEA_SNAKE / "b_broken.jpg").write_bytes(b"\xff\xd8 truncated")
+    with pytest.raises(tf.errors.InvalidArgumentError, match=rf"{SEA_SNAKE}/b_broken\.jpg"):
         list(data.load_split("imagenet2012", "train", image_folder))
 
 
 def test_skip_bad_images_drops_and_reports_them(image_folder, capfd):
-    (image_folder / "train" / "n02" / "b_broken.jpg").write_bytes(b"garbage")
-    (image_folder / "train" / "n03" / "zz_broken.JPEG").write_bytes(b"")
+    (image_folder / "train" / SEA_SNAKE / "b_broken.jpg").write_bytes(b"garbage")
+    (image_folder / "train" / TOILET_TISSUE / "zz_broken.JPEG").write_bytes(b"")
     dataset = data.load_split("imagenet2012", "train", image_folder, skip_bad_images=True)
     _, labels = as_lists(dataset)
-    assert sorted(labels) == [0, 1, 1, 2, 2, 2]
+    assert sorted(labels) == [1, 65, 65, 999, 999, 999]
     printed = capfd.readouterr().err
     reports = [line for line in printed.splitlines() if "skipped unreadable image file" in line]
     assert len(reports) == 2  # in the training split's fixed order, whichever comes first
@@ -752,7 +781,7 @@ def test_image_folder_test_split_is_validation(image_folder):
     src = data.source("imagenet2012", image_folder)
     assert src.test_split() == "validation"
     # The alias reaches the same split.
-    assert as_lists(src.load("test"))[1] == as_lists(src.load("validation"))[1] == [0, 1]
+    assert as_lists(src.load("test"))[1] == as_lists(src.load("validation"))[1] == [1, 65]
 
 
 def test_image_folder_without_validation_has_no_test_split(image_folder):
@@ -822,3 +851,16 @@ def test_sources_without_cheap_labels_return_none(tmp_path):
     assert data.source("synthetic", num_examples=3).labels("train") is None
     # Nothing is prepared or downloaded to answer.
     assert data.source("cifar10", tfds_data_dir=str(tmp_path), download=False).labels("train") is None
+
+
+def test_imagenets_archive_as_data_dir_says_to_pass_its_folder(tmp_path):
+    archive = tmp_path / "ILSVRC2012_img_train.tar"
+    with tarfile.open(archive, "w") as tar:  # per-class tars inside, as the real one
+        member = tmp_path / "n01440764.tar"
+        member.write_bytes(b"")
+        tar.add(member, arcname=member.name)
+    with pytest.raises(DataError) as raised:
+        data.source("imagenet2012", archive)
+    message = str(raised.value)
+    assert "is a file, not a folder: it is ImageNet's archive" in message
+    assert f"--data_dir={tmp_path}" in message and "mkdir" not in message and "\n" not in message

@@ -208,7 +208,8 @@ def test_validation_is_the_runs_own_held_out_part(run_dir):
     held_out = evaluation.evaluate_checkpoint(run_dir, split="validation", batch_size=25)
     recorded = Run(run_dir).read_results()
     # The sample's 1000 training records, the last 10% held out: what the trainer validated on.
-    assert (held_out["split"], held_out["examples"], held_out["examples_trained_on"]) == ("validation", 100, 0)
+    assert (held_out["split"], held_out["examples"], held_out["examples_trained_on"]) == ("holdout", 100, 0)
+    assert Run(run_dir).data_record() == {"layout": "embedded_sample", "train_examples": 900, "holdout_examples": 100}
     assert held_out["top1_error"] == pytest.approx(recorded["best_validation_top1_error"], abs=1e-6)
 
     training = evaluation.evaluate_checkpoint(run_dir, split="train", batch_size=100)
@@ -233,12 +234,13 @@ def a_run_on_cifar10_batches(run_dir, tmp_path, **flags):
     return run
 
 
-def test_evaluating_images_the_run_trained_on_is_counted_and_warned_about(run_dir, tmp_path):
+def test_evaluating_images_the_run_trained_on_is_counted_and_warned_about(run_dir, tmp_path, capsys):
+    # A run from before data.json: its own data, here, gives the same figures.
     run = a_run_on_cifar10_batches(run_dir, tmp_path)
     # 1200 training records, the last 120 held out: data_batch_2.bin's records 80-199.
     result = evaluation.evaluate_checkpoint(run, dataset="cifar10_sample", batch_size=100)
     assert (result["examples"], result["examples_trained_on"]) == (200, 80)
-    held_out = evaluation.evaluate_checkpoint(run, split="validation", batch_size=120)
+    held_out = evaluation.evaluate_checkpoint(run, split="holdout", batch_size=120)
     assert (held_out["examples"], held_out["examples_trained_on"]) == (120, 0)
 
     done = evaluate_command(f"--checkpoint={run}", "--dataset=cifar10_sample")
@@ -246,8 +248,21 @@ def test_evaluating_images_the_run_trained_on_is_counted_and_warned_about(run_di
     warnings = [line for line in done.stderr.splitlines() if line.startswith("warning: ")]
     assert len(warnings) == 1 and "80 of the 200 images evaluated were in the training part of run" in warnings[0]
     assert json.loads(done.stdout.splitlines()[-1])["examples_trained_on"] == 80
-    quiet = evaluate_command(f"--checkpoint={run}", "--split=validation")
+
+    # The run's data gone (a committed run records ../shared/..., relative to where it ran): a
+    # copy given with --data_dir, laid out as the run's data.json says, tells the same.
+    Run(run).record_data("binary_batches", 1080, 120)
+    shutil.move(tmp_path / "cifar10", tmp_path / "copy")
+    result = evaluation.evaluate_checkpoint(run, data_dir=str(tmp_path / "copy"), split="train", batch_size=100)
+    assert (result["examples"], result["examples_trained_on"]) == (1200, 1080)
+    quiet = evaluate_command(f"--checkpoint={run}", f"--data_dir={tmp_path / 'copy'}", "--split=validation")
     assert quiet.returncode == 0 and "warning" not in quiet.stderr, quiet.stderr
+    assert "split 'holdout' (the run's held-out part of 'train'), 120 images" in quiet.stdout
+
+    # Other data's last records are not the run's held-out ones.
+    (tmp_path / "copy" / "data_batch_2.bin").unlink()
+    code, err = one_line_error(capsys, checkpoint=run, data_dir=str(tmp_path / "copy"), split="holdout")
+    assert code == cli.EXIT_USAGE and "held out the last 120 of 1200 training records laid out as binary_batches" in err
 
 
 def test_a_run_that_held_out_nothing_has_no_validation_split(run_dir, tmp_path, capsys):

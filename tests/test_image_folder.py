@@ -451,6 +451,8 @@ def test_a_cifar10_tree_trains_and_its_test_folder_is_evaluated(tmp_path):
     import subprocess
     import sys
 
+    from alexnet_tf import evaluation
+
     root = cifar10_tree(tmp_path / "tree", {name: 4 for name in CIFAR10_CLASS_NAMES})
     cifar10_tree(root, {"cat": 2, "truck": 3}, split="test")
     results, run_dir = tiny_run(tmp_path, dataset="cifar10", data_dir=str(root), batch_size=8, validation_fraction=0.2)
@@ -465,6 +467,10 @@ def test_a_cifar10_tree_trains_and_its_test_folder_is_evaluated(tmp_path):
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert (result["dataset"], result["split"], result["examples"]) == ("cifar10", "test", 5)
     assert result["top1_error"] == pytest.approx(results["test_top1_error"], abs=1e-6)
+    # The held-out part of the tree's shuffled training order: the run's own validation figure.
+    held_out = evaluation.evaluate_checkpoint(run_dir, split="validation", batch_size=8)
+    assert (held_out["split"], held_out["examples"]) == ("holdout", 8)
+    assert held_out["top1_error"] == pytest.approx(results["best_validation_top1_error"], abs=1e-6)
 
 
 @pytest.mark.slow

@@ -47,19 +47,55 @@ def test_center_crop(graph):
     np.testing.assert_array_equal(out, image[2:5, 3:6])
 
 
+def test_random_crop_offsets_cover_every_position_and_are_seeded():
+    seeds = tf.data.Dataset.range(1000).map(lambda n: tf.stack([n, 7]))
+    in_graph = list(seeds.map(lambda s: pp.random_crop_offset(10, 4, s)).as_numpy_iterator())
+    offsets = [tuple(offset) for offset in in_graph]
+    assert set(offsets) == {(top, left) for top in range(7) for left in range(7)}  # all 49 positions
+    assert max(offsets.count(position) for position in set(offsets)) < 2 * 1000 / 49  # about evenly
+    assert [tuple(pp.random_crop_offset(10, 4, seed(n)).numpy()) for n in range(5)] == offsets[:5]  # eagerly too
+
+
+def smooth_image(height, width):
+    """Slowly varying values: bilinear sampling a fraction of a pixel apart changes them little."""
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    return np.stack([100 + 80 * np.sin(y / 9) * np.cos(x / 13), x / width * 255, y / height * 255], -1)
+
+
 @pytest.mark.parametrize("graph", [False, True])
-def test_random_crop_is_a_window_of_the_image_and_seeded(graph):
-    image = unique_image(10, 10)
-    run = (lambda f, *a: in_tf_data(f, *a)) if graph else (lambda f, *a: f(*a))
-    positions = set()
-    for n in range(40):
-        crop = run(lambda im, s: pp.random_crop(im, 4, s), image, seed(n)).numpy()
-        top, left = divmod(int(crop[0, 0, 0]) // 3, 10)
-        np.testing.assert_array_equal(crop, image[top : top + 4, left : left + 4])
-        again = run(lambda im, s: pp.random_crop(im, 4, s), image, seed(n)).numpy()
-        np.testing.assert_array_equal(crop, again)
-        positions.add((top, left))
-    assert len(positions) > 15  # 49 possible positions, drawn 40 times
+@pytest.mark.parametrize("shape", [(32, 32), (40, 70), (64, 64)])
+def test_rescaled_crop_of_an_image_the_rescale_enlarges_is_that_crop_exactly(graph, shape):
+    image = unique_image(*shape)
+    rescaled = pp.resize_and_center_crop(image, 73).numpy()
+    for offset in [(0, 0), (9, 9), (0, 9), (4, 2)]:
+        fn = lambda im: pp.rescaled_crop(im, 73, 64, tf.constant(offset))  # noqa: E731
+        view = (in_tf_data(fn, image) if graph else fn(image)).numpy()
+        top, left = offset
+        np.testing.assert_array_equal(view, rescaled[top : top + 64, left : left + 64])
+
+
+@pytest.mark.parametrize("shape", [(256, 256), (300, 400), (700, 500)])
+def test_rescaled_crop_of_an_image_the_rescale_shrinks_is_that_crop_within_its_edge_pixels(shape):
+    # Rescaled alone, the crop's window covers the same region to within a source pixel.
+    image = smooth_image(*shape)
+    rescaled = pp.resize_and_center_crop(image, 256).numpy()
+    for offset in [(0, 0), (32, 32), (0, 32), (17, 5)]:
+        view = pp.rescaled_crop(image, 256, 224, tf.constant(offset)).numpy()
+        top, left = offset
+        exact = rescaled[top : top + 224, left : left + 224]
+        assert view.shape == exact.shape
+        assert np.abs(view - exact).mean() < 1.0, (shape, offset, np.abs(view - exact).mean())
+        if shape == (256, 256):  # no rescale at all: the very crop
+            np.testing.assert_allclose(view, exact, atol=1e-3)
+
+
+def test_crop_window_is_the_crops_region_in_whole_source_pixels():
+    # A 300x400 image: central square 300 wide at column 50; 224/256 of it is 262.5 -> 262 pixels.
+    window = lambda offset: pp.crop_window(300, 400, 256, 224, tf.constant(offset)).numpy().tolist()  # noqa: E731
+    assert window([0, 0]) == [0, 50, 262, 262]
+    assert window([32, 32]) == [300 - 262, 50 + 300 - 262, 262, 262]  # the far corner, inside the square
+    assert window([16, 0]) == [19, 50, 262, 262]  # 16 x 300/256 = 18.75
+    assert pp.crop_window(256, 256, 256, 224, tf.constant([5, 7])).numpy().tolist() == [5, 7, 224, 224]
 
 
 @pytest.mark.parametrize("graph", [False, True])

@@ -1,5 +1,7 @@
 """The run directory's files: statistics, classes, weights and the resume state."""
 
+import pathlib
+
 import h5py
 import numpy as np
 import pytest
@@ -10,6 +12,8 @@ from alexnet_tf import model as model_lib
 from alexnet_tf import preprocessing as pp
 from alexnet_tf import training
 from alexnet_tf.run import Run, RunError
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def test_stats_round_trip_through_files(tmp_path):
@@ -77,3 +81,15 @@ def test_resume_states_keep_the_newest_two_and_restore_the_newest(tmp_path):
     assert run.restore(model)["epoch"] == 2
     run.drop_resume_state()
     assert run.resume_states() == []
+
+
+def test_committed_runs_record_their_classes_and_held_out_part():
+    # What evaluate and predict need of a committed run whose data and weights are elsewhere.
+    runs = sorted(path.parent for path in (REPO_ROOT / "experiments").glob("*/run*/results.json"))
+    assert len(runs) >= 15
+    for run_dir in runs:
+        run = Run(run_dir)
+        assert run.class_names() is not None, run_dir
+        record = run.data_record()
+        assert record["train_examples"] + record["holdout_examples"] > 0, run_dir
+        assert record["layout"] in ("binary_batches", "image_folder_tree", "embedded_sample", "tfds"), run_dir

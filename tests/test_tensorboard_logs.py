@@ -64,7 +64,7 @@ def test_hparams_record_and_final_errors(tmp_path):
 
     assert trial_ids(tmp_path) == ["exp/run2"]
     columns, metrics = dashboard_columns(tmp_path)
-    assert columns == list(tensorboard_logs.COMPARED_HPARAMS)
+    assert columns == ["norm", "towers", "init", "image_size", "mixed_precision", "activation", "seed", "learning_rate"]
     assert ("validation", "epoch_top1_error") in metrics and ("", "final/test_top1_error") in metrics
     finals = {tag: (step, scalar(value)) for tag, step, value in events(tmp_path) if not tag.startswith("_hparams_")}
     # A missing figure (no test split) is left out, not written as a number.
@@ -107,8 +107,44 @@ def test_committed_runs_are_two_entries_and_distinct_trials():
         (trial,) = trial_ids(logs)
         assert trial == f"{run.parent.name}/{run.name}" and trial not in seen, run
         seen[trial] = run
-        assert dashboard_columns(logs)[0] == list(tensorboard_logs.COMPARED_HPARAMS), run
+        columns = dashboard_columns(logs)[0]
+        assert columns[:5] == list(tensorboard_logs.SHOWN_HPARAMS) and {"seed", "learning_rate"} <= set(columns), run
         results = json.loads((run / "results.json").read_text())
         best = [scalar(v) for tag, _, v in events(logs) if tag == "final/best_validation_top1_error"]
         if results["best_validation_top1_error"] is not None:
             assert best == [np.float32(results["best_validation_top1_error"])], run
+
+
+def test_runs_in_the_old_layout_are_upgraded(tmp_path):
+    import importlib.util
+
+    from tensorboard.plugins.hparams import api as hparams_api
+
+    from alexnet_tf import config as config_lib
+    from alexnet_tf.run import Run
+
+    spec = importlib.util.spec_from_file_location("upgrade", REPO_ROOT / "scripts" / "upgrade_tensorboard_logs.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+
+    # A finished run as the trainer wrote it before: four log folders, the bare run name as trial id.
+    run = Run(tmp_path / "exp" / "run1")
+    run.claim(config_lib.TrainConfig(norm="none"), ["a", "b"])
+    run.write_results({"epochs": 2, "best_validation_top1_error": 0.5, "test_top1_error": 0.25})
+    logs = run.tensorboard_dir
+    for folder, write in [
+        ("", lambda: hparams_api.hparams({"norm": "none"}, trial_id="run1")),
+        ("train", lambda: tf.summary.scalar("epoch_loss", 1.5, step=1)),
+        ("images", lambda: tf.summary.image("conv1_filters", np.zeros((1, 4, 4, 3)), step=1)),
+        ("validation", lambda: tf.summary.scalar("epoch_loss", 2.0, step=1)),
+    ]:
+        with tf.summary.create_file_writer(str(logs / folder)).as_default() as writer:
+            write()
+            writer.flush()
+
+    assert script.upgrade(run.directory) == "upgraded"
+    assert {path.parent for path in logs.rglob("events.out.tfevents.*")} == {logs, logs / "validation"}
+    assert trial_ids(logs) == ["exp/run1"]
+    tags = {(tag, step) for tag, step, _ in events(logs)}
+    assert {("epoch_loss", 1), ("images/conv1_filters", 1), ("final/test_top1_error", 1)} <= tags
+    assert script.upgrade(run.directory) == "already in the current layout"

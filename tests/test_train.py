@@ -503,3 +503,4 @@ def test_a_run_that_holds_out_nothing_reports_its_training_figures(tmp_path, cap
     assert results["best_validation_top1_error"] is None and "val_top1_error" not in results["curves"]
     assert results["test_top1_error"] is not None
     assert (tmp_path / "all" / "run1" / "checkpoints" / "best.weights.h5").is_file()
+    assert not (tmp_path / "all" / "run1" / "tensorboard" / "validation").exists()
