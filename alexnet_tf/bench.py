@@ -30,8 +30,8 @@ What is timed, in one process, after warm-up:
 With ``--imagenet_dir``, only ImageNet's preprocessing instead, on the real
 JPEGs of that image-folder tree (read and checked once, then cycled from
 memory), each stage on one tf.data thread, in images per CPU-second:
-decoding alone (the fused decode-and-crop of the central square, the
-practical limit), decoding and the rescale to 256, and the whole training
+decoding alone (the fused decode-and-crop of the whole central square, the
+exact route's decoding), decoding and the rescale to 256, and the whole training
 pipeline (`input_pipeline.train_dataset`: crop, flip, PCA lighting, mean);
 then the cores one accelerator needs at `ACCELERATOR_IMAGES_PER_S`.
 
@@ -294,13 +294,26 @@ class _SkipRetracingWarning(logging.Filter):
         return "triggered tf.function retracing" not in record.getMessage()
 
 
+def training_source(settings):
+    """(info, training split, statistics) of the benchmark's dataset, for its input pipelines."""
+    from alexnet_tf import data, preprocessing
+
+    info = data.dataset_info(settings["dataset"], settings["data_dir"])
+    source = data.load_split(settings["dataset"], "train", settings["data_dir"], decode=not info.encoded)
+    if info.encoded:
+        return info, source, preprocessing.IMAGENET_STATS
+    images_only = source.map(lambda image, label: image)
+    resize_size = preprocessing.resize_size_for(settings["image_size"])
+    return info, source, preprocessing.compute_stats(images_only, resize_size, max_images=500)
+
+
 def run(settings, log=print):
     """Times everything `settings` (a dict of this module's flag values) asks for; returns the figures."""
     import tensorflow as tf
 
     tf.get_logger().addFilter(_SkipRetracingWarning())
 
-    from alexnet_tf import data, flops, input_pipeline, machine, preprocessing
+    from alexnet_tf import flops, input_pipeline, machine
 
     start = time.perf_counter()
     load_before = os.getloadavg()[0]
@@ -311,13 +324,7 @@ def run(settings, log=print):
         log(f"[{time.perf_counter() - start:5.0f} s] {message}", flush=True)
 
     progress(f"input pipeline on {settings['dataset']}, {image_size}x{image_size}, batch {batch_size}")
-    info = data.dataset_info(settings["dataset"], settings["data_dir"])
-    source = data.load_split(settings["dataset"], "train", settings["data_dir"], decode=not info.encoded)
-    if info.encoded:
-        stats = preprocessing.IMAGENET_STATS
-    else:
-        images_only = source.map(lambda image, label: image)
-        stats = preprocessing.compute_stats(images_only, preprocessing.resize_size_for(image_size), max_images=500)
+    info, source, stats = training_source(settings)
     pipeline = input_pipeline.train_dataset(
         source, batch_size=batch_size, stats=stats, image_size=image_size, encoded=info.encoded
     ).repeat()
@@ -570,22 +577,16 @@ def service_pipeline_timings(settings, log=print):
 
     tf.get_logger().addFilter(_SkipRetracingWarning())
 
-    from alexnet_tf import data, data_service, input_pipeline, machine, preprocessing
+    from alexnet_tf import data_service, input_pipeline, machine
 
     start = time.perf_counter()
     load_before = os.getloadavg()[0]
     batch_size, image_size = settings["batch_size"], settings["image_size"]
-    info = data.dataset_info(settings["dataset"], settings["data_dir"])
-    source = data.load_split(settings["dataset"], "train", settings["data_dir"], decode=not info.encoded)
-    if info.encoded:
-        stats = preprocessing.IMAGENET_STATS
-    else:
-        images_only = source.map(lambda image, label: image)
-        stats = preprocessing.compute_stats(images_only, preprocessing.resize_size_for(image_size), max_images=500)
+    info, source, stats = training_source(settings)
 
-    def pipeline(examples):
+    def pipeline(examples, **options):
         return input_pipeline.train_dataset(
-            examples, batch_size=batch_size, stats=stats, image_size=image_size, encoded=info.encoded
+            examples, batch_size=batch_size, stats=stats, image_size=image_size, encoded=info.encoded, **options
         )
 
     local = pipeline(source.repeat())
@@ -602,7 +603,7 @@ def service_pipeline_timings(settings, log=print):
                 if name == "local":
                     dataset = local
                 else:  # one job per service for all rounds: later rounds find its workers warm, as a run does
-                    served = pipeline(data_service.passes(source, num_examples, seed=0))
+                    served = pipeline(data_service.passes(source, num_examples, seed=0), element_seeds=True)
                     dataset = data_service.distribute(served, addresses[name], f"alexnet_tf.bench.{os.getpid()}")
                 rates[name].append(pipeline_images_per_second(dataset, batch_size, settings["pipeline_seconds"]))
             summary = ", ".join(f"{name} {values[-1]:.0f}" for name, values in rates.items())
@@ -668,7 +669,8 @@ def per_core_images_per_second(dataset, seconds):
 
 def imagenet_preprocessing_timings(settings, log=print):
     """Images/s per CPU core of ImageNet's preprocessing on the JPEGs of `settings["imagenet_dir"]`:
-    decoding alone (the practical limit), decoding and rescaling, and the full training pipeline;
+    decoding the central square alone (the exact route's decoding), decoding and rescaling, and
+    the full training pipeline;
     and how many cores one accelerator needs at `ACCELERATOR_IMAGES_PER_S`."""
     import math
 

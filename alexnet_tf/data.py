@@ -72,6 +72,7 @@ what was found and what was expected.
 
 import dataclasses
 import functools
+import importlib.resources
 import os
 import pathlib
 import random
@@ -147,9 +148,11 @@ CIFAR10_TAR_FOLDER = "cifar-10-batches-bin"
 SAMPLE_CIFAR10_DIR = pathlib.Path(__file__).resolve().parent / "sample_data" / "cifar10"
 
 # ILSVRC-2012's 1000 classes are WordNet ids (wnids); a class's standard label is the wnid's
-# position in their sorted list, which tensorflow-datasets ships and builds its own
-# imagenet2012 labels from (so a folder tree and tfds's prepared data label alike).
-IMAGENET_WNIDS_FILE = "datasets/imagenet2012/labels.txt"
+# position in their sorted list, the one tensorflow-datasets builds its own imagenet2012
+# labels from (so a folder tree and tfds's prepared data label alike). The package ships that
+# list with the readable names (a file in alexnet_tf/, copied once from tensorflow-datasets:
+# its header says from where), rather than reading tfds's internal files at run time.
+IMAGENET_CLASSES_FILE = "imagenet_classes.txt"
 IMAGENET_NUM_CLASSES = 1000
 
 # Image-folder trees: split -> the folder holding <class>/<image> (see FolderTreeSource).
@@ -658,43 +661,49 @@ def _decode_cifar10_record(record):
 
 
 @functools.cache
+def _imagenet_classes():
+    """(wnid, readable names) of each ILSVRC-2012 class, in standard label order, from the
+    list the package ships (`IMAGENET_CLASSES_FILE`)."""
+    try:
+        text = importlib.resources.files(__package__).joinpath(IMAGENET_CLASSES_FILE).read_text(encoding="utf-8")
+    except OSError as error:
+        # A broken install, not the user's data: one line that says what to do.
+        raise DataError(
+            f"cannot read {IMAGENET_CLASSES_FILE}, the ImageNet class list alexnet_tf ships "
+            f"({error.strerror or error}); reinstall alexnet_tf."
+        ) from None
+    classes = tuple(tuple(line.split("\t", 1)) for line in text.splitlines() if line and not line.startswith("#"))
+    wnids = [entry[0] for entry in classes]
+    if (
+        len(classes) != IMAGENET_NUM_CLASSES
+        or any(len(entry) != 2 or not _looks_like_wnid(entry[0]) for entry in classes)
+        or wnids != sorted(set(wnids))
+    ):
+        raise DataError(
+            f"{IMAGENET_CLASSES_FILE} should list the {IMAGENET_NUM_CLASSES} ILSVRC-2012 classes as "
+            f"'wnid<TAB>names' lines in sorted wnid order, found {len(classes)} lines; reinstall alexnet_tf."
+        )
+    return classes
+
+
 def imagenet_wnids():
     """The 1000 ILSVRC-2012 WordNet ids in standard label order: n01440764 (tench) is 0.
 
-    Read from the list tensorflow-datasets ships (`IMAGENET_WNIDS_FILE`), the
-    one its imagenet2012 builder labels by.
+    Read from the list the package ships (`IMAGENET_CLASSES_FILE`), the same
+    sorted order tensorflow-datasets' imagenet2012 builder labels by.
     """
-    import tensorflow_datasets as tfds
-
-    path = tfds.core.tfds_path(IMAGENET_WNIDS_FILE)
-    wnids = tuple(pathlib.Path(path).read_text().split())
-    if len(wnids) != IMAGENET_NUM_CLASSES or list(wnids) != sorted(set(wnids)):
-        raise DataError(
-            f"{path} should list the {IMAGENET_NUM_CLASSES} ILSVRC-2012 WordNet ids in sorted order, "
-            f"found {len(wnids)} lines; reinstall tensorflow-datasets (pip install -r requirements.txt)."
-        )
-    return wnids
+    return tuple(wnid for wnid, _ in _imagenet_classes())
 
 
-@functools.cache
 def _imagenet_descriptions():
-    # tensorflow-datasets ships the 1000 readable names, in the same standard order, with its
-    # siscore dataset (its two "crane" classes told apart as "crane (bird)" and "crane (machine)").
-    from tensorflow_datasets.datasets.siscore.labels import IMAGENET_LABELS_LIST
-
-    if len(IMAGENET_LABELS_LIST) != IMAGENET_NUM_CLASSES:
-        raise DataError(
-            f"tensorflow_datasets.datasets.siscore.labels lists {len(IMAGENET_LABELS_LIST)} ImageNet class "
-            f"names, not {IMAGENET_NUM_CLASSES}; reinstall tensorflow-datasets (pip install -r requirements.txt)."
-        )
-    return dict(zip(imagenet_wnids(), IMAGENET_LABELS_LIST))
+    return dict(_imagenet_classes())
 
 
 def class_descriptions(class_names):
     """The readable name of each class that is an ILSVRC-2012 WordNet id, e.g. "tench, Tinca
     tinca" for n01440764, and None for any other class name (CIFAR-10's are readable already)."""
     if not any(_looks_like_wnid(name) for name in class_names):
-        return tuple(None for _ in class_names)  # nothing to look up: tensorflow-datasets stays unimported
+        return tuple(None for _ in class_names)  # nothing to look up: the class list stays unread
     descriptions = _imagenet_descriptions()
     return tuple(descriptions.get(name) for name in class_names)
 
@@ -823,8 +832,8 @@ class ImageFolderSource(FolderTreeSource):
     def _unknown_classes_message(self, split_dir, unknown):
         return (
             f"{split_dir} has folder(s) that are not ILSVRC-2012 classes: {_name_list(unknown)}; class "
-            f"folders must be named by WordNet id, one of the {IMAGENET_NUM_CLASSES} in tensorflow-datasets' "
-            f"{IMAGENET_WNIDS_FILE} (n01440764 … n15075141; the label is the position in that list)."
+            f"folders must be named by WordNet id, one of the {IMAGENET_NUM_CLASSES} in alexnet_tf's "
+            f"{IMAGENET_CLASSES_FILE} (n01440764 … n15075141; the label is the position in that list)."
         )
 
 

@@ -27,10 +27,12 @@ identical batch streams, each batch trained on once per worker). Splitting
 finer than a pass, by file or record, is not done: the held-out part is cut
 from the training split by position (`input_pipeline.split_holdout`), which a
 worker holding only some of the records cannot apply (it would train on
-held-out images). A worker's pass starts at an offset drawn from the run's
-seed and the pass number and wraps around, and then goes through the
-pipeline's seeded shuffle: without the offset, two workers would shuffle the
-same sequence into the same order.
+held-out images). A worker shuffles each pass it gets (over
+`PASS_SHUFFLE_BUFFER` images, with a seed drawn from the run's seed and the
+pass number) before the pipeline's own seeded shuffle, and gives each image
+the augmentation seed (run's seed, pass number, record index): otherwise
+two workers would shuffle the same sequence into the same order, and draw
+the same seeds.
 
 **Epochs.** The trainer's epochs are `steps_per_epoch` batches of an endless
 stream, as locally. Batches cross pass boundaries within a worker (nothing is
@@ -47,11 +49,13 @@ but which worker serves which pass, and the order in which the trainer
 receives their batches, depend on timing: runs are not reproducible, even
 with `--deterministic`.
 
-**Jobs.** A run's job is named after its run directory and the epoch it
-starts or resumes from (`job_name`): the training processes of one
-multi-worker run share it, each batch going to one of them, and two runs
-never do. A resumed run starts a new job at pass 0, as a resumed local run
-restarts its pipeline.
+**Jobs.** A run's job (and its dataset id) is named after its run
+directory, its run id (`run_id.txt`, drawn when the run is started), the
+epoch it starts or resumes from and a digest of its pipeline's settings and
+statistics (`job_name`): the training processes of one multi-worker run
+share it, each batch going to one of them, and two runs never do, nor a run
+deleted and started again at the same path. A resumed run starts a new job
+at pass 0, as a resumed local run restarts its pipeline.
 
 **Failures.** A worker that dies loses the rest of the passes it held
 (tf.data's at-most-once visitation in DYNAMIC mode: those images are skipped
@@ -244,32 +248,77 @@ def _grpc_answers(target, timeout_s):
         channel.close()
 
 
+# Images a pass is shuffled over before the pipeline's own shuffle: enough to give every pass an
+# order of its own (workers would otherwise feed their pipelines the same sequence), without
+# holding a whole pass in memory.
+PASS_SHUFFLE_BUFFER = 1000
+
+
 def passes(train_part, num_examples, seed):
-    """The training part, pass after pass, as the splits DYNAMIC sharding hands to workers.
+    """The training part, pass after pass, as the splits DYNAMIC sharding hands to workers:
+    ((image, label), [2] int64 augmentation seed) elements, for `train_dataset(element_seeds=True)`.
 
     The dispatcher runs only the source, a `Dataset.range` of pass numbers:
     its elements are the splits. (`Dataset.counter()` would not do: it is not
     split, so every worker would make every pass.) A worker turns pass p into
-    every training example once, starting at an offset drawn from (`seed`, p)
-    and wrapping around (see the module's docstring for why).
+    every training example once, in an order shuffled with a seed drawn from
+    (`seed`, p), each with the seed (`seed`, p, its record index). The seeds
+    travel with the elements because a worker's own `Dataset.random` is not
+    split: every worker would draw the same seeds, giving the k-th image of
+    each the same crop, flip and lighting. The order is shuffled rather than
+    rotated by skipping ahead because skipping still reads and decodes the
+    skipped records.
     """
     import tensorflow as tf
 
     def one_pass(pass_number):
-        offset = tf.random.stateless_uniform(
-            [], seed=tf.stack([tf.constant(seed, tf.int64), pass_number]), maxval=num_examples, dtype=tf.int64
+        pass_seed = tf.stack([tf.constant(seed, tf.int64), pass_number])
+        order_seed = tf.random.stateless_uniform([], seed=pass_seed, dtype=tf.int64, minval=None, maxval=None)
+        seeded = train_part.enumerate().map(
+            lambda index, example: (example, tf.random.experimental.stateless_fold_in(pass_seed, index))
         )
-        return train_part.skip(offset).concatenate(train_part.take(offset))
+        # With a global seed set (the trainer's keras.utils.set_random_seed), TensorFlow's get_seed
+        # compares the op seed as a Python value and fails on a tensor seed; this function's graph
+        # forgets the global seed, which `order_seed` (drawn from `seed`) replaces.
+        tf.compat.v1.get_default_graph().seed = None
+        return seeded.shuffle(max(1, min(num_examples, PASS_SHUFFLE_BUFFER)), seed=order_seed)
 
     return tf.data.Dataset.range(sys.maxsize).flat_map(one_pass)
 
 
-def job_name(run_directory, initial_epoch):
-    """The run's job: shared by its training processes, never by another run (nor by a later
-    resumption of it, which starts a job of its own). The dispatcher also files the dataset
-    under this name in its --work_dir, hence a hash of the run's path rather than the path."""
+def pipeline_digest(config, stats, num_train):
+    """A hash of what shapes the training pipeline the workers run: the run's settings (all but
+    where preprocessing runs), its training-set statistics and its training-part size."""
+    import dataclasses
+
+    import numpy as np
+
+    from alexnet_tf import config as config_lib
+
+    digest = hashlib.sha256()
+    settings = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+    for name in config_lib.PLACEMENT_FIELDS:
+        settings.pop(name, None)
+    digest.update(repr(sorted(settings.items())).encode())
+    digest.update(str(num_train).encode())
+    for name, value in sorted(vars(stats).items()):
+        digest.update(name.encode())
+        digest.update(b"-" if value is None else np.ascontiguousarray(value).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def job_name(run_directory, initial_epoch, run_id, pipeline):
+    """The run's job and dataset id: shared by its training processes (they share the run
+    directory, its `run_id` and the configuration), never by another run, nor by a later
+    resumption of it (which starts a job of its own), nor by a pipeline built otherwise.
+
+    The dispatcher keeps a dataset id for as long as it runs (and in its --work_dir across
+    restarts), and given a known id it serves the dataset first registered under it, checking
+    only the element structure: so the name holds `run_id` (new for each run, so a deleted and
+    restarted run1 gets a name of its own) and `pipeline` (`pipeline_digest`). Hashed, as the
+    dispatcher files the dataset under this name."""
     path = os.path.abspath(run_directory)
-    digest = hashlib.sha256(path.encode()).hexdigest()[:16]
+    digest = hashlib.sha256(f"{path}\n{run_id}\n{initial_epoch}\n{pipeline}".encode()).hexdigest()[:16]
     return f"alexnet_tf.{os.path.basename(os.path.dirname(path))}.{os.path.basename(path)}.epoch{initial_epoch}.{digest}"
 
 

@@ -129,6 +129,7 @@ def train_dataset(
     encoded=False,
     drop_remainder=True,
     augment=True,
+    element_seeds=False,
 ):
     """Augmented training batches: (float32 [B, S, S, 3], int64 [B]).
 
@@ -144,6 +145,9 @@ def train_dataset(
       mean: "channel" (per-channel mean) or "image" (the paper's per-pixel mean image).
       augment: False trains on the centre crop with no flips or lighting noise (the views
         `eval_dataset` gives), still shuffled.
+      element_seeds: the source's elements are (example, [2] int64 seed) pairs that carry their
+        own augmentation seeds (`data_service.passes`: seeds drawn here would repeat on every
+        tf.data service worker); otherwise they are drawn from `seed`.
     """
     _check_mean_mode(mean, stats)
     resize_size = preprocessing.resize_size_for(image_size)
@@ -176,7 +180,8 @@ def train_dataset(
         return preprocessing.add_to_pixels(view, colour), label
 
     dataset = source.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    dataset = tf.data.Dataset.zip(dataset, _seeds(seed))
+    if not element_seeds:
+        dataset = tf.data.Dataset.zip(dataset, _seeds(seed))
     dataset = dataset.map(augment_image, num_parallel_calls=AUTOTUNE, deterministic=True)
     dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
     return _shard_by_data(dataset.prefetch(AUTOTUNE))

@@ -68,10 +68,10 @@ def rescaled_crop(image, resize_size, crop_size, offset):
 
     An image whose square is at least resize_size (the rescale shrinks it:
     most of ImageNet) is not rescaled whole: only the crop's window
-    (`crop_window`) is, straight to crop_size, which is the same region to
-    within a pixel at its edges, without rescaling the pixels the crop
-    drops (and, from a JPEG, without decoding all of them: README,
-    "Performance"). A smaller image is upscaled whole and cropped, so that
+    (`crop_window`) is, straight to crop_size: rounding the window to whole
+    pixels shifts the whole crop (not only its edges) by up to about a
+    source pixel, and spares rescaling the pixels the crop drops (and,
+    from a JPEG, decoding most of them: README, "Performance"). A smaller image is upscaled whole and cropped, so that
     its crops keep every offset, which windows of whole source pixels would
     not.
     """

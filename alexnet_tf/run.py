@@ -4,6 +4,7 @@
         flags.txt        flagfile that reproduces the run (python -m alexnet_tf.train --flagfile=...)
         classes.json     the class count and names the model was built for
         data.json        the data's layout and its training and held-out example counts
+        run_id.txt       an id drawn when the run was started (the tf.data service's job names hold it)
         stats/           training-set mean and PCA eigen-pairs the run computed
         tensorboard/     TensorBoard event files (alexnet_tf.tensorboard_logs: training and validation/)
         checkpoints/     best.weights.h5 (lowest validation top-1 error), latest.weights.h5,
@@ -32,6 +33,8 @@ import os
 import pathlib
 import re
 import shutil
+import time
+import uuid
 
 import numpy as np
 
@@ -41,6 +44,9 @@ from alexnet_tf.cli import first_line
 FLAGS_FILE = "flags.txt"
 CLASSES_FILE = "classes.json"
 DATA_FILE = "data.json"
+RUN_ID_FILE = "run_id.txt"
+# How long a worker of a multi-worker run waits for the chief's run_id.txt to show on the shared volume.
+RUN_ID_WAIT_S = 60.0
 RESULTS_FILE = "results.json"
 HISTORY_FILE = "history.csv"
 STATS_DIR = "stats"
@@ -121,6 +127,7 @@ class Run:
     flags_file = property(lambda self: self.directory / FLAGS_FILE)
     classes_file = property(lambda self: self.directory / CLASSES_FILE)
     data_file = property(lambda self: self.directory / DATA_FILE)
+    run_id_file = property(lambda self: self.directory / RUN_ID_FILE)
     results_file = property(lambda self: self.directory / RESULTS_FILE)
     history_file = property(lambda self: self.directory / HISTORY_FILE)
     stats_dir = property(lambda self: self.directory / STATS_DIR)
@@ -186,11 +193,34 @@ class Run:
             self.directory.mkdir(parents=True, exist_ok=False)
             write_atomically(self.flags_file, config_lib.to_flagfile(config))
             self.record_classes(class_names)
+            self.record_run_id()
         except OSError as error:
             raise OSError(
                 f"cannot create the run directory {self.directory} ({error.strerror or error}); "
                 "choose a writable --experiments_dir."
             ) from error
+
+    def record_run_id(self):
+        """Draws and records the run's id: a run deleted and started again under the same path
+        gets a new one, so it shares no tf.data service job or dataset with its predecessor."""
+        write_atomically(self.run_id_file, uuid.uuid4().hex + "\n")
+
+    def run_id(self):
+        """The id `record_run_id` recorded, or None for a run from before it was."""
+        return self.run_id_file.read_text().strip() if self.run_id_file.is_file() else None
+
+    def wait_for_run_id(self, timeout_s=RUN_ID_WAIT_S):
+        """The run's id, waiting up to `timeout_s` for it to appear: a multi-worker run's other
+        workers read the id the chief wrote, on a shared volume that may show it late."""
+        deadline = time.monotonic() + timeout_s
+        while (run_id := self.run_id()) is None:
+            if time.monotonic() > deadline:
+                raise RunError(
+                    f"{self.run_id_file} did not appear within {timeout_s:g} s: the chief writes it when it "
+                    f"starts the run; is --experiments_dir the same shared folder on every worker?"
+                )
+            time.sleep(0.5)
+        return run_id
 
     @classmethod
     def find(cls, path):

@@ -62,9 +62,10 @@ def train(config, *, run_name=None, devices=None, verbose=None):
     print(f"Dataset {config.dataset}: {num_train} training, {num_validation} validation examples; {stats.summary()}")
     print_validation_classes(source, info, num_train)
 
-    def make_train_data(source):
+    def make_train_data(source, **options):
         return input_pipeline.train_dataset(
             source,
+            **options,
             batch_size=config.batch_size,
             stats=stats,
             image_size=config.image_size,
@@ -97,7 +98,7 @@ def train(config, *, run_name=None, devices=None, verbose=None):
         augmented = next(iter(make_train_data(train_part.repeat()).take(1)))[0][:6].numpy()
         callbacks += logging_callbacks(config, run, augmented, stats, resumed)
 
-    train_data = training_data(config, make_train_data, train_part, num_train, run, state)
+    train_data = training_data(config, make_train_data, train_part, num_train, run, state, stats)
     fit(model, train_data, validation_data, config, steps_per_epoch, state, callbacks, writer, verbose)
     return finish(config, run, writer, source, info, monitor, eval_kwargs, wall_start)
 
@@ -144,6 +145,8 @@ def open_run(config, name, class_names, data_record):
     if choice.resumed:
         if run.class_names() is None:  # a run started before classes.json was recorded
             run.record_classes(class_names)
+        if run.run_id() is None:  # a run started before run_id.txt was recorded
+            run.record_run_id()
     else:
         run.claim(config, class_names)
     if run.data_record() is None:
@@ -233,16 +236,17 @@ def print_validation_classes(source, info, num_train):
     print(f"Validation images per class: {listed}", flush=True)
 
 
-def training_data(config, make_train_data, train_part, num_train, run, state):
+def training_data(config, make_train_data, train_part, num_train, run, state, stats):
     """The batches `fit` trains on: from this process's pipeline over the repeated training part,
     or, with --data_service, from the service's workers running it pass by pass
     (`alexnet_tf.data_service`)."""
     if not config.data_service:
         return make_train_data(train_part.repeat())
-    job = data_service.job_name(run.directory, state["epoch"] if state else 0)
+    pipeline = data_service.pipeline_digest(config, stats, num_train)
+    job = data_service.job_name(run.directory, state["epoch"] if state else 0, run.wait_for_run_id(), pipeline)
     print(f"Training batches from the tf.data service at {config.data_service} (job {job}); statistics and "
           f"validation in this process.", flush=True)
-    batches = make_train_data(data_service.passes(train_part, num_train, config.seed))
+    batches = make_train_data(data_service.passes(train_part, num_train, config.seed), element_seeds=True)
     return data_service.distribute(batches, config.data_service, job)
 
 

@@ -8,8 +8,10 @@ import pathlib
 import re
 import signal
 import socket
+import shutil
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -18,22 +20,13 @@ import tensorflow as tf
 
 from alexnet_tf import config as config_lib
 from alexnet_tf import data, data_service, input_pipeline, preprocessing
-from alexnet_tf.run import Run
+from alexnet_tf.run import Run, RunError
+from deploy.local_cluster import free_ports  # the single-host recipe's: the same need
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"
 
 
-def free_ports(count):
-    """`count` distinct ports free on 127.0.0.1 now (bound together, then released)."""
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind((HOST, 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 # ---------------------------------------------------------------------------- no servers
@@ -54,14 +47,48 @@ def test_other_addresses_are_refused_in_one_line(address):
     assert "\n" not in str(error.value)
 
 
-def test_a_job_is_the_run_s_and_its_start_epoch_s_and_a_file_name(tmp_path):
+def test_a_job_is_the_run_s_its_id_s_its_start_epoch_s_and_its_pipeline_s_and_a_file_name(tmp_path):
     run1, run2 = tmp_path / "e" / "run1", tmp_path / "e" / "run2"
-    name = data_service.job_name(run1, 0)
-    assert name == data_service.job_name(str(run1), 0)  # the same run: the same job for all its processes
-    assert len({name, data_service.job_name(run2, 0), data_service.job_name(tmp_path / "f" / "run1", 0)}) == 3
-    assert data_service.job_name(run1, 3) != name  # a resumption starts a job of its own
+    name = data_service.job_name(run1, 0, "id1", "pipeline1")
+    assert name == data_service.job_name(str(run1), 0, "id1", "pipeline1")  # the same for all the run's processes
+    others = {
+        data_service.job_name(run2, 0, "id1", "pipeline1"),
+        data_service.job_name(tmp_path / "f" / "run1", 0, "id1", "pipeline1"),
+        data_service.job_name(run1, 3, "id1", "pipeline1"),  # a resumption starts a job of its own
+        data_service.job_name(run1, 0, "id2", "pipeline1"),  # run1 deleted and started again
+        data_service.job_name(run1, 0, "id1", "pipeline2"),  # another pipeline
+    }
+    assert len(others) == 5 and name not in others
     # The dispatcher files the dataset under this name in its work_dir.
     assert re.fullmatch(r"[\w.-]+", name) and "run1" in name
+
+
+def test_a_pipeline_digest_changes_with_the_settings_and_statistics_but_not_the_service(sample):
+    *_, num_train, stats = sample
+    config = config_lib.TrainConfig()
+    digest = data_service.pipeline_digest(config, stats, num_train)
+    assert digest == data_service.pipeline_digest(config_lib.TrainConfig(data_service="grpc://h:1"), stats, num_train)
+    lighter = preprocessing.DatasetStats(
+        mean_rgb=stats.mean_rgb, eigenvalues=stats.eigenvalues * 2, eigenvectors=stats.eigenvectors, num_images=1
+    )
+    changed = {
+        data_service.pipeline_digest(config_lib.TrainConfig(seed=1), stats, num_train),
+        data_service.pipeline_digest(config_lib.TrainConfig(validation_fraction=0.2), stats, num_train),
+        data_service.pipeline_digest(config_lib.TrainConfig(pca_std=0.2), stats, num_train),
+        data_service.pipeline_digest(config, lighter, num_train),
+        data_service.pipeline_digest(config, stats, num_train - 1),
+    }
+    assert len(changed) == 5 and digest not in changed
+
+
+def test_a_claimed_run_has_an_id_of_its_own(tmp_path):
+    Run(tmp_path / "run1").claim(config_lib.TrainConfig(), ["a", "b"])
+    first = Run(tmp_path / "run1").wait_for_run_id(timeout_s=0)
+    shutil.rmtree(tmp_path / "run1")
+    Run(tmp_path / "run1").claim(config_lib.TrainConfig(), ["a", "b"])
+    assert first and Run(tmp_path / "run1").run_id() not in (None, first)
+    with pytest.raises(RunError, match="did not appear within 0 s"):
+        Run(tmp_path / "run2").wait_for_run_id(timeout_s=0)
 
 
 def test_a_run_continues_under_another_data_service_but_not_under_other_flags(tmp_path):
@@ -74,16 +101,22 @@ def test_a_run_continues_under_another_data_service_but_not_under_other_flags(tm
     assert (choice.run.name, choice.resumed) == ("run2", False)
 
 
-def test_a_pass_holds_every_training_example_once_from_a_seeded_offset():
-    part = tf.data.Dataset.range(100, 110)
-    stream = [int(x) for x in data_service.passes(part, 10, seed=3).take(60)]
+def pass_stream(seed, elements=60):
+    part = tf.data.Dataset.range(100, 110).map(lambda x: (x, -x))
+    return [((int(image), int(label)), tuple(element_seed)) for (image, label), element_seed in
+            data_service.passes(part, 10, seed=seed).take(elements).as_numpy_iterator()]  # fmt: skip
+
+
+def test_a_pass_holds_every_training_example_once_in_a_seeded_order_with_seeds_of_its_own():
+    tf.random.set_seed(7)  # as the trainer does: the pass's tensor shuffle seed must still work
+    stream = pass_stream(seed=3)
     passes = [stream[start : start + 10] for start in range(0, 60, 10)]
     for one in passes:
-        offset = one[0] - 100
-        assert one == list(range(100 + offset, 110)) + list(range(100, 100 + offset))  # a rotation
-    assert len({one[0] for one in passes}) > 1
-    assert stream == [int(x) for x in data_service.passes(part, 10, seed=3).take(60)]
-    assert stream != [int(x) for x in data_service.passes(part, 10, seed=4).take(60)]
+        assert sorted(example for example, _ in one) == [(x, -x) for x in range(100, 110)]
+    assert len({tuple(example for example, _ in one) for one in passes}) == 6  # an order per pass
+    assert len({element_seed for _, element_seed in stream}) == 60  # a seed per pass and image
+    assert stream == pass_stream(seed=3)
+    assert stream != pass_stream(seed=4)
 
 
 def test_nothing_listening_is_refused_at_once():
@@ -107,28 +140,58 @@ def test_a_server_that_does_not_speak_grpc_is_refused_within_the_timeout():
 
 
 def in_process_service(workers):
-    dispatcher = tf.data.experimental.service.DispatchServer(tf.data.experimental.service.DispatcherConfig(port=0))
-    address = f"{HOST}:{dispatcher._address.rsplit(':', 1)[1]}"
+    """(dispatcher's host:port, worker addresses, servers), on ports chosen here."""
+    dispatcher_port, *worker_ports = free_ports(1 + workers)
+    dispatcher = tf.data.experimental.service.DispatchServer(
+        tf.data.experimental.service.DispatcherConfig(port=dispatcher_port)
+    )
+    address = data_service.parse_address(dispatcher.target.replace("localhost", HOST))
+    worker_addresses = [f"{HOST}:{port}" for port in worker_ports]
     servers = [dispatcher] + [
         tf.data.experimental.service.WorkerServer(
-            tf.data.experimental.service.WorkerConfig(dispatcher_address=address, worker_address=f"{HOST}:%port%")
+            tf.data.experimental.service.WorkerConfig(dispatcher_address=address, port=port, worker_address=worker)
         )
-        for _ in range(workers)
+        for port, worker in zip(worker_ports, worker_addresses)
     ]
-    return address, servers
+    return address, worker_addresses, servers
+
+
+# tf.data's client retries a failing service for up to an hour: these tests give up long before.
+SERVICE_TIMEOUT_S = 120
+
+
+def within(function, timeout_s=SERVICE_TIMEOUT_S):
+    """function()'s result, or a test failure when it has not returned within `timeout_s`
+    (it runs in a daemon thread, left behind then)."""
+    outcome = {}
+
+    def run():
+        try:
+            outcome["value"] = function()
+        except BaseException as error:  # re-raised in the test's thread
+            outcome["error"] = error
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    if thread.is_alive():
+        pytest.fail(f"the tf.data service did not answer within {timeout_s} s")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
 
 
 @pytest.fixture
 def two_workers():
-    address, servers = in_process_service(2)
-    yield address, servers[1:]
+    address, worker_addresses, servers = in_process_service(2)
+    yield address, worker_addresses
     for server in reversed(servers):
         server.stop()
 
 
 @pytest.fixture
 def one_worker():
-    address, servers = in_process_service(1)
+    address, _, servers = in_process_service(1)
     yield address
     for server in reversed(servers):
         server.stop()
@@ -147,11 +210,13 @@ def sample():
     return train_part, validation_part, size - len(validation_part), stats
 
 
-def batches(source, stats, augment=False):
-    """32x32 batches of 30: without augmentation each image comes out the same wherever it is made."""
+def batches(passes, stats, augment=False):
+    """32x32 batches of 30 from `data_service.passes`: without augmentation each image comes out
+    the same wherever it is made."""
     return input_pipeline.train_dataset(
-        source, batch_size=30, stats=stats, image_size=32, seed=5, augment=augment, pca_std=0.1 if augment else 0.0
-    )
+        passes, batch_size=30, stats=stats, image_size=32, seed=5, augment=augment, pca_std=0.1 if augment else 0.0,
+        element_seeds=True,
+    )  # fmt: skip
 
 
 def fingerprints(images):
@@ -161,14 +226,16 @@ def fingerprints(images):
 def test_two_workers_serve_batches_of_training_images_only_and_never_the_same_batch(two_workers, sample):
     address, _ = two_workers
     train_part, validation_part, num_train, stats = sample
-    trained = {f for images, _ in batches(train_part, stats) for f in fingerprints(images)}
-    held_out = {f for images, _ in batches(validation_part, stats) for f in fingerprints(images)}
+    trained = {f for images, _ in batches(data_service.passes(train_part, num_train, 5).take(num_train), stats)
+               for f in fingerprints(images)}  # fmt: skip
+    held_out = {f for images, _ in batches(data_service.passes(validation_part, 90, 5).take(90), stats)
+                for f in fingerprints(images)}  # fmt: skip
     assert len(trained) == num_train and not trained & held_out
 
-    served = data_service.distribute(
+    served = within(lambda: data_service.distribute(
         batches(data_service.passes(train_part, num_train, seed=5), stats), address, "test-two-workers"
-    )
-    received = [tuple(fingerprints(images)) for images, _ in served.take(90)]  # three passes' worth
+    ))  # fmt: skip
+    received = within(lambda: [tuple(fingerprints(images)) for images, _ in served.take(90)])  # three passes' worth
     seen = {f for batch in received for f in batch}
     assert seen <= trained
     # Each worker runs the seeded pipeline: without passes of their own they would serve the same batches.
@@ -179,7 +246,7 @@ def test_one_worker_serves_the_same_batches_for_a_seed(one_worker, sample):
     train_part, _, num_train, stats = sample
     pipeline = batches(data_service.passes(train_part, num_train, seed=5), stats, augment=True)
     first, second = (
-        [images.numpy() for images, _ in data_service.distribute(pipeline, one_worker, job).take(40)]
+        within(lambda: [images.numpy() for images, _ in data_service.distribute(pipeline, one_worker, job).take(40)])
         for job in ("test-one-worker-a", "test-one-worker-b")
     )
     assert all(np.array_equal(a, b) for a, b in zip(first, second, strict=True))
@@ -187,9 +254,29 @@ def test_one_worker_serves_the_same_batches_for_a_seed(one_worker, sample):
 
 def test_a_worker_s_port_is_refused_as_not_a_dispatcher(two_workers):
     _, workers = two_workers
-    worker = f"{HOST}:{workers[0]._address.rsplit(':', 1)[1]}"
     with pytest.raises(data_service.DataServiceError, match="answers, but not as a tf.data service dispatcher"):
-        data_service.distribute(tf.data.Dataset.range(3), worker, "test-wrong-port")
+        within(lambda: data_service.distribute(tf.data.Dataset.range(3), workers[0], "test-wrong-port"))
+
+
+def test_two_workers_never_serve_the_same_augmentation_seed(two_workers):
+    address, _ = two_workers
+    part = tf.data.Dataset.range(50).map(lambda x: (x, x))
+    seeds = data_service.passes(part, 50, seed=5).map(lambda example, element_seed: element_seed)
+    served = within(lambda: data_service.distribute(seeds, address, "test-two-workers-seeds"))
+    received = within(lambda: [tuple(pair) for pair in served.take(300).as_numpy_iterator()])  # six passes
+    assert len(set(received)) == len(received) == 300
+
+
+def test_a_changed_pipeline_for_the_same_run_path_is_not_served_the_old_one(one_worker, tmp_path, sample):
+    *_, num_train, stats = sample
+    run = tmp_path / "served" / "run1"
+    old = data_service.job_name(run, 0, "first-run1", data_service.pipeline_digest(config_lib.TrainConfig(), stats, num_train))
+    served = within(lambda: data_service.distribute(tf.data.Dataset.range(5), one_worker, old))
+    assert within(lambda: [int(x) for x in served.take(5)]) == list(range(5))
+    # run1 deleted and started again with another seed: another run id and another pipeline.
+    new = data_service.job_name(run, 0, "second-run1", data_service.pipeline_digest(config_lib.TrainConfig(seed=1), stats, num_train))
+    served = within(lambda: data_service.distribute(tf.data.Dataset.range(100, 105), one_worker, new))
+    assert within(lambda: [int(x) for x in served.take(5)]) == list(range(100, 105))
 
 
 # ---------------------------------------------------------------------------- processes

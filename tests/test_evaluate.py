@@ -283,3 +283,12 @@ def test_a_committed_run_without_its_mean_image_evaluates_unless_it_used_it(run_
     done = evaluate_command(f"--checkpoint={run}")
     assert done.returncode == cli.EXIT_DATA
     assert done.stderr.strip().splitlines()[-1].startswith("error: ") and "mean_image.npy is missing" in done.stderr
+
+
+def test_command_on_a_committed_run_says_its_weights_are_not_in_the_folder(run_dir, tmp_path):
+    run = copy_run(run_dir, tmp_path / "exp" / "run1", checkpoints=False)
+    shutil.copy(run_dir / run_lib.RESULTS_FILE, run)  # finished: results.json, the weights never committed
+    done = evaluate_command(f"--checkpoint={run}")
+    assert done.returncode == cli.EXIT_DATA and done.stdout == ""
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "finished, but its weights are not in the folder" in errors[0], done.stderr

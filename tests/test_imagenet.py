@@ -8,7 +8,10 @@ The odd files are made here; the real ones come from the shared sample
 
 import io
 import json
+import pathlib
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -132,6 +135,36 @@ def test_small_and_odd_images_go_through_the_training_and_evaluation_pipelines(t
     assert ten_views.shape == (10 * count, 64, 64, 3)
 
 
+def test_a_large_jpegs_windowed_decode_is_the_exact_crop_within_a_source_pixel():
+    # A 400x300 JPEG: its central square (300) is over 256, so decode_rescaled_crop decodes and
+    # rescales only the crop's window, rounded to whole source pixels (262 of them for 262.5).
+    # The exact path decodes it all, rescales the central square to 256 and crops 224 at the
+    # same offset. Channels 0 and 1 rise by SLOPE levels per source pixel to the right and
+    # downwards, which bilinear rescaling keeps linear: where the two crops' ramp values
+    # differ by d, the windowed crop shows the image d / SLOPE source pixels further along.
+    height, width, slope = 300, 400, 0.8
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    smooth = 128 + 40 * np.sin(x / 40) * np.cos(y / 50)  # channel 2: a smooth, non-linear image
+    image = np.stack([10 + slope * (x - 50), 10 + slope * y, smooth], -1).round().astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, "JPEG", quality=100, subsampling=0)  # 4:4:4: channels stay apart
+    encoded = tf.constant(buffer.getvalue())
+    rescaled = preprocessing.resize_and_center_crop(centre_square(tf.io.decode_jpeg(encoded).numpy()), 256).numpy()
+    for top, left in [(0, 0), (32, 32), (17, 5), (5, 31), (31, 17)]:
+        view = input_pipeline.decode_rescaled_crop(encoded, 256, 224, tf.constant([top, left])).numpy()
+        exact = rescaled[top : top + 224, left : left + 224]
+        # Shift in source pixels, per crop column (x) and row (y), averaged over the other axis
+        # to smooth out JPEG's error. The window's rounding moves the whole crop, not only its
+        # edges, so both ends and the middle are checked.
+        shift_x = ((view - exact)[..., 0] / slope).mean(0)
+        shift_y = ((view - exact)[..., 1] / slope).mean(1)
+        for shift in (shift_x, shift_y):
+            ends = (shift[:8].mean(), shift[108:116].mean(), shift[-8:].mean())
+            assert max(abs(end) for end in ends) <= 1.0, ((top, left), ends)
+        difference = np.abs(view - exact)[..., 2].mean()
+        assert difference < 1.0, ((top, left), difference)  # levels, on the smooth channel
+
+
 def test_a_jpeg_cut_short_is_named_in_one_line(tmp_path):
     good = jpeg_bytes(photo(90, 120))
     for cut_from in (good, with_exif_thumbnail(photo(90, 120, seed=3))):
@@ -182,6 +215,54 @@ def test_class_descriptions_name_imagenet_classes_only():
     }]).splitlines()  # fmt: skip
     assert lines[1].split() == ["1.", TENCH, "tench,", "Tinca", "tinca", "0.7500"]
     assert lines[2].startswith(f"  2. {GOLDFISH} goldfish, Carassius auratus") and lines[2].endswith("0.2500")
+
+
+def test_the_shipped_class_list_is_tensorflow_datasets_imagenet2012_list():
+    # alexnet_tf/imagenet_classes.txt was copied once from tensorflow-datasets: a later
+    # tensorflow-datasets that relabelled imagenet2012 would make its prepared data and a
+    # folder tree disagree, so the copy is checked against the installed one.
+    tfds = pytest.importorskip("tensorflow_datasets")
+    path = tfds.core.tfds_path("datasets/imagenet2012/labels.txt")
+    assert tuple(path.read_text().split()) == data.imagenet_wnids()
+
+
+def test_the_class_list_is_read_without_tensorflow_datasets():
+    # The list and names come from the package's own file, not from tfds's internal modules
+    # (which take seconds to import and may move): reading them leaves tfds unimported.
+    code = (
+        "import sys; from alexnet_tf import data; "
+        "print(data.class_descriptions(('n01440764', 'n15075141')), len(data.imagenet_wnids()), "
+        "'tensorflow_datasets' in sys.modules)"
+    )
+    repo = pathlib.Path(data.__file__).parents[1]
+    result = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "('tench, Tinca tinca', 'toilet tissue, toilet paper, bathroom tissue') 1000 False"
+
+
+@pytest.fixture
+def fresh_class_list():
+    """The class list read anew (it is cached), and anew again afterwards for the other tests."""
+    data._imagenet_classes.cache_clear()
+    yield
+    data._imagenet_classes.cache_clear()
+
+
+def test_a_missing_or_damaged_class_list_is_one_data_error(tmp_path, monkeypatch, fresh_class_list):
+    monkeypatch.setattr(data, "IMAGENET_CLASSES_FILE", "no_such_classes.txt")
+    with pytest.raises(data.DataError, match=r"cannot read no_such_classes\.txt, the ImageNet class list .*reinstall"):
+        data.imagenet_wnids()
+    # A list cut short: read from a copy of the package holding it (importlib.resources reads
+    # the package's own folder, so the copy stands in for a damaged install).
+    monkeypatch.setattr(data, "IMAGENET_CLASSES_FILE", "imagenet_classes.txt")
+    package = tmp_path / "alexnet_tf"
+    package.mkdir()
+    lines = (pathlib.Path(data.__file__).parent / "imagenet_classes.txt").read_text().splitlines(keepends=True)
+    (package / "imagenet_classes.txt").write_text("".join(lines[:-1]))
+    monkeypatch.setattr(data.importlib.resources, "files", lambda _: package)
+    data._imagenet_classes.cache_clear()
+    with pytest.raises(data.DataError, match=r"should list the 1000 ILSVRC-2012 classes .* found 999 lines"):
+        data.imagenet_wnids()
 
 
 # ---------------------------------------------------------------------------

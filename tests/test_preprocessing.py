@@ -75,8 +75,9 @@ def test_rescaled_crop_of_an_image_the_rescale_enlarges_is_that_crop_exactly(gra
 
 
 @pytest.mark.parametrize("shape", [(256, 256), (300, 400), (700, 500)])
-def test_rescaled_crop_of_an_image_the_rescale_shrinks_is_that_crop_within_its_edge_pixels(shape):
-    # Rescaled alone, the crop's window covers the same region to within a source pixel.
+def test_rescaled_crop_of_an_image_the_rescale_shrinks_is_that_crop_within_a_source_pixel(shape):
+    # Rescaled alone, the crop's window covers the same region shifted by under a source pixel
+    # (measured in pixels on a real JPEG in tests/test_imagenet.py).
     image = smooth_image(*shape)
     rescaled = pp.resize_and_center_crop(image, 256).numpy()
     for offset in [(0, 0), (32, 32), (0, 32), (17, 5)]:
