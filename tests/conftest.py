@@ -32,49 +32,42 @@ def _no_https_proxy(monkeypatch):
 REPO_ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="session")
-def shared_cifar10_dir():
-    """The real CIFAR-10 records of the shared subset (5085 training images).
-
-    Set CIFAR10_SUBSET_DIR to point at them; otherwise `../shared/data/cifar10-subset`
-    beside the repository is used (where CI has it). Missing data fails under CI
-    and skips elsewhere.
-    """
+def shared_data(variable, folder, probe, what):
+    """A folder of real data: $`variable`, else ../shared/data/`folder` beside the repository
+    (where CI has it), checked by the file `probe` inside it. Missing data fails under CI and
+    skips elsewhere."""
     import os
     import pathlib
 
-    path = pathlib.Path(
-        os.environ.get("CIFAR10_SUBSET_DIR", REPO_ROOT.parent / "shared" / "data" / "cifar10-subset")
-    )
-    if not (path / "data_batch_1.bin").is_file():
-        message = f"real CIFAR-10 subset not found at {path}; set CIFAR10_SUBSET_DIR"
+    path = pathlib.Path(os.environ.get(variable, REPO_ROOT.parent / "shared" / "data" / folder))
+    if not (path / probe).is_file():
+        message = f"{what} not found at {path}; set {variable}"
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
     return path
+
+
+@pytest.fixture(scope="session")
+def shared_cifar10_dir():
+    """The real CIFAR-10 records of the shared subset (5085 training images)."""
+    return shared_data("CIFAR10_SUBSET_DIR", "cifar10-subset", "data_batch_1.bin", "real CIFAR-10 subset")
+
+
+@pytest.fixture(scope="session")
+def shared_cifar10_jpeg_dir():
+    """The shared tree of all 50,000 real CIFAR-10 training images as JPEG (train/<class>/NNNN.jpg)."""
+    return shared_data("CIFAR10_JPEG_DIR", "cifar10-jpeg", "train/airplane/0000.jpg", "real CIFAR-10 JPEG tree")
 
 
 @pytest.fixture(scope="session")
 def shared_imagenet_dir():
     """Real ILSVRC-2012 JPEGs: 400 training images (one of each of 400 classes, original sizes)
-    in train/<wnid>/ and the official validation images 1-10 in validation/<wnid>/.
-
-    Set IMAGENET_SAMPLE_DIR to point at them; otherwise `../shared/data/imagenet-sample`
-    beside the repository is used (where CI has it). Missing data fails under CI and skips
-    elsewhere.
-    """
-    import os
-    import pathlib
-
-    path = pathlib.Path(
-        os.environ.get("IMAGENET_SAMPLE_DIR", REPO_ROOT.parent / "shared" / "data" / "imagenet-sample")
-    )
-    if not (path / "validation" / "n01751748" / "ILSVRC2012_val_00000001.JPEG").is_file():
-        message = f"real ImageNet sample not found at {path}; set IMAGENET_SAMPLE_DIR"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
+    in train/<wnid>/ and the official validation images 1-10 in validation/<wnid>/."""
+    return shared_data(
+        "IMAGENET_SAMPLE_DIR", "imagenet-sample", "validation/n01751748/ILSVRC2012_val_00000001.JPEG",
+        "real ImageNet sample",
+    )  # fmt: skip
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,6 @@ shared folder when it is there.
 """
 
 import io
-import os
 import pathlib
 import shutil
 
@@ -31,22 +30,6 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 def _no_data_dir_from_environment(monkeypatch):
     # A developer's ALEXNET_TF_DATA_DIR must not change what these tests read.
     monkeypatch.delenv(data.DATA_DIR_ENV, raising=False)
-
-
-@pytest.fixture(scope="session")
-def shared_cifar10_jpeg_dir():
-    """The shared tree of all 50,000 real CIFAR-10 training images as JPEG (train/<class>/NNNN.jpg).
-
-    Set CIFAR10_JPEG_DIR to point at it; otherwise `../shared/data/cifar10-jpeg`
-    beside the repository is used. Missing data fails under CI and skips elsewhere.
-    """
-    path = pathlib.Path(os.environ.get("CIFAR10_JPEG_DIR", REPO_ROOT.parent / "shared" / "data" / "cifar10-jpeg"))
-    if not (path / "train" / "airplane" / "0000.jpg").is_file():
-        message = f"real CIFAR-10 JPEG tree not found at {path}; set CIFAR10_JPEG_DIR"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
 
 
 # ---------------------------------------------------------------------------
