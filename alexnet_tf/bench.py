@@ -2,7 +2,7 @@
 
     python -m alexnet_tf.bench                      # defaults: batch 64, 224x224, 5 rounds (< 5 min on 2 cores)
     python -m alexnet_tf.bench --xla --precisions=fp32 --towers=1   # XLA on/off per norm
-    python -m alexnet_tf.bench --lrn_layer          # the LRN layer alone, per implementation
+    python -m alexnet_tf.bench --lrn_layer          # the LRN layer alone, per implementation and precision
     python -m alexnet_tf.bench --service_workers=1,2    # the pipeline here vs through a local tf.data service
     python -m alexnet_tf.bench --imagenet_dir=PATH  # ImageNet preprocessing per core, on that tree's JPEGs
     python -m alexnet_tf.bench --quick              # smoke run, well under a minute
@@ -114,7 +114,8 @@ flags.DEFINE_boolean(
     "lrn_layer",
     False,
     "Time only the LRN layers alone instead (forward + input gradient, at the input shapes AlexNet gives "
-    "them for --image_size, --batch_size and --towers), for every implementation, alternating over --rounds.",
+    "them for --image_size, --batch_size and --towers, in each of --precisions), for every implementation, "
+    "alternating over --rounds.",
 )
 flags.DEFINE_list(
     "service_workers",
@@ -453,7 +454,8 @@ def run(settings, log=print):
 
 
 def lrn_layer_timings(settings, log=print):
-    """Milliseconds per forward + input gradient of each of AlexNet's LRN layers alone, per implementation."""
+    """Milliseconds per forward + input gradient of each of AlexNet's LRN layers alone, per implementation
+    and precision (inputs and gradients in that precision's compute dtype, as in the training step)."""
     import tensorflow as tf
 
     from alexnet_tf import machine
@@ -464,16 +466,21 @@ def lrn_layer_timings(settings, log=print):
     start = time.perf_counter()
     batch_size, image_size = settings["batch_size"], settings["image_size"]
     implementations = [name for name in LRN_IMPLEMENTATIONS if name != "auto"]
+    precisions = resolve_precisions(settings["precisions"])
     calls = {}  # (layer description, implementation) -> a function timing one call
-    for towers in settings["towers"]:
+    for towers, precision in ((t, p) for t in settings["towers"] for p in precisions):
         model = build_alexnet(num_classes=NUM_CLASSES, norm="lrn", towers=towers, input_shape=(image_size, image_size, 3))
         for layer in model.layers:
             if not isinstance(layer, LocalResponseNormalization):
                 continue
             shape = (batch_size, *layer.input.shape[1:])
-            case = f"{layer.name} {'x'.join(map(str, shape[1:]))} groups={layer.groups}"
-            x = tf.random.stateless_uniform(shape, seed=[0, 1], maxval=10.0)
-            upstream = tf.random.stateless_normal(shape, seed=[0, 2])
+            case = f"{layer.name} {'x'.join(map(str, shape[1:]))} groups={layer.groups} {precision}"
+            # The layer's input: conv pre-activations when the layer applies the ReLU (relu_first), as in the net.
+            dtype = MATMUL_DTYPES[precision]
+            x = tf.cast(tf.random.stateless_normal(shape, seed=[0, 1], stddev=5.0), dtype)
+            if not layer.relu_first:
+                x = tf.abs(x)
+            upstream = tf.cast(tf.random.stateless_normal(shape, seed=[0, 2]), dtype)
             for implementation in implementations:
                 lrn = LocalResponseNormalization.from_config({**layer.get_config(), "implementation": implementation})
 
@@ -502,7 +509,7 @@ def lrn_layer_timings(settings, log=print):
         for implementation, figure in figures.items():
             figure["ratio_to_tf_op"] = paired_ratio(figure["ms"]["rounds"], figures["tf_op"]["ms"]["rounds"])
     return {
-        "settings": settings,
+        "settings": dict(settings, precisions=precisions),
         "lrn_layer_ms": layers,
         "machine": machine.describe(),
         "load_average_1min": os.getloadavg()[0],

@@ -28,6 +28,7 @@ class TrainConfig:
     learning_rate: float = 0.01
     momentum: float = 0.9
     weight_decay: float = 5e-4
+    label_smoothing: float = 0.0
     lr_patience: int = 5
     lr_drops: int = 3
     lr_schedule: str = "plateau"
@@ -35,11 +36,14 @@ class TrainConfig:
     model: str = "alexnet"
     norm: str = "lrn"
     towers: int = 1
+    width: str = "full"
+    pooling: str = "overlapping"
     activation: str = "relu"
     init: str = "paper"
     dropout: float = 0.5
     image_size: int = 224
     augment: bool = True
+    crop_padding: int = 0
     pca_std: float = 0.1
     mean: str = "channel"
     stats_images: int = 2000
@@ -58,6 +62,8 @@ class TrainConfig:
             "model": self.model,
             "norm": self.norm,
             "towers": self.towers,
+            "width": self.width,
+            "pooling": self.pooling,
             "activation": self.activation,
             "init": self.init,
             "learning_rate": self.learning_rate,
@@ -66,7 +72,9 @@ class TrainConfig:
             "image_size": self.image_size,
             "mixed_precision": self.mixed_precision,
             "augment": self.augment,
+            "crop_padding": self.crop_padding,
             "pca_std": self.pca_std,
+            "label_smoothing": self.label_smoothing,
             "seed": self.seed,
         }
 
@@ -74,12 +82,12 @@ class TrainConfig:
 # The headings `python -m alexnet_tf.train --help` lists the flags under (alexnet_tf.cli.help_text).
 FLAG_GROUPS = (
     ("data", ("dataset", "data_dir", "tfds_data_dir", "validation_fraction")),
-    ("model", ("model", "norm", "towers", "activation", "init", "dropout")),
+    ("model", ("model", "norm", "towers", "width", "pooling", "activation", "init", "dropout")),
     ("optimisation and schedule", (
-        "epochs", "steps_per_epoch", "batch_size", "learning_rate", "momentum", "weight_decay",
+        "epochs", "steps_per_epoch", "batch_size", "learning_rate", "momentum", "weight_decay", "label_smoothing",
         "lr_schedule", "lr_patience", "lr_drops", "warmup_epochs",
     )),
-    ("preprocessing and augmentation", ("image_size", "augment", "pca_std", "mean", "stats_images")),
+    ("preprocessing and augmentation", ("image_size", "augment", "crop_padding", "pca_std", "mean", "stats_images")),
     ("run", ("experiment", "experiments_dir", "run", "seed", "deterministic")),
     ("precision and distribution", ("mixed_precision", "jit_compile", "strategy", "cpu_replicas", "data_service")),
 )  # fmt: skip
@@ -120,6 +128,10 @@ def define_flags(flag_values=flags.FLAGS):
     flags.DEFINE_float(
         "weight_decay", d.weight_decay, "Weight decay, applied through the momentum (the paper's rule).",
         lower_bound=0.0, **fv)
+    flags.DEFINE_float(
+        "label_smoothing", d.label_smoothing,
+        "Label smoothing of the cross-entropy's targets (0, the paper: none; 0.1 puts 0.1 of each "
+        "target's probability evenly on all classes).", lower_bound=0.0, upper_bound=0.99, **fv)
     flags.DEFINE_integer(
         "lr_patience", d.lr_patience,
         "Epochs without a better validation top-1 error before the learning rate is divided by 10.",
@@ -138,9 +150,20 @@ def define_flags(flag_values=flags.FLAGS):
     flags.DEFINE_enum(
         "model", d.model, choices.MODELS,
         "alexnet, or four_layer: the small CIFAR-10 net of the paper's Figure 1 (ReLU vs tanh; give it "
-        "--image_size=32; it uses --activation and ignores --norm, --towers, --init and --dropout).", **fv)
+        "--image_size=32; it uses --activation and ignores --norm, --towers, --init and --dropout), or "
+        "cuda_convnet_11pct: cuda-convnet's CIFAR-10 net with locally connected layers behind section 3.3's "
+        "13%/11% errors (give it --image_size=24; --norm=lrn is its cross-map normalisation, none the net "
+        "without it; it uses --activation and ignores --init and --dropout).", **fv)
     flags.DEFINE_enum("norm", d.norm, choices.NORMS, "Normalisation after conv1 and conv2.", **fv)
     flags.DEFINE_enum("towers", str(d.towers), [str(t) for t in choices.TOWERS], "1, or 2 for the paper's two-GPU net.", **fv)
+    flags.DEFINE_enum(
+        "width", d.width, choices.WIDTHS,
+        "AlexNet's kernel counts: full (the paper's), or half: the paper's one-GPU comparison net, half the "
+        "kernels in conv1-conv4 (48, 128, 192, 192), conv5's 256 and fc6/fc7's 4096 kept; needs --towers=1.", **fv)
+    flags.DEFINE_enum(
+        "pooling", d.pooling, choices.POOLINGS,
+        "AlexNet's max-pooling: overlapping (the paper's 3x3 stride 2) or non_overlapping (2x2 stride 2, "
+        "the scheme it was compared with; the same output sizes at 224).", **fv)
     flags.DEFINE_enum("activation", d.activation, choices.ACTIVATIONS, "Nonlinearity.", **fv)
     flags.DEFINE_enum("init", d.init, choices.INITS, "Weight initialisation (see build_alexnet).", **fv)
     flags.DEFINE_float("dropout", d.dropout, "Dropout rate before fc6 and fc7.", lower_bound=0.0, upper_bound=0.99, **fv)
@@ -152,6 +175,12 @@ def define_flags(flag_values=flags.FLAGS):
         "augment", d.augment,
         "Random crops, flips and PCA lighting on training images; --noaugment trains on the centre "
         "crop, as evaluation sees it.", **fv)
+    flags.DEFINE_integer(
+        "crop_padding", d.crop_padding,
+        "0: the paper's views, crops of the image rescaled to round(size*256/224). P > 0: the CIFAR "
+        "convention, crops of the image rescaled to --image_size and mirrored out by P pixels on each "
+        "side: random crops move it by up to P pixels, the centre crop is the whole image.",
+        lower_bound=0, **fv)
     flags.DEFINE_float("pca_std", d.pca_std, "Std of the PCA lighting coefficients (0 disables).", lower_bound=0.0, **fv)
     flags.DEFINE_enum("mean", d.mean, choices.MEAN_MODES, "Subtract the per-channel mean or the paper's mean image.", **fv)
     flags.DEFINE_integer(
@@ -182,11 +211,27 @@ def define_flags(flag_values=flags.FLAGS):
         flag_values=flag_values,
     )
     flags.register_multi_flags_validator(
+        ["image_size", "crop_padding"],
+        lambda values: values["crop_padding"] < values["image_size"],
+        message="--crop_padding must be less than --image_size (it mirrors that many pixels out on each side)",
+        flag_values=flag_values,
+    )
+    flags.register_multi_flags_validator(
+        ["model", "towers", "width", "pooling"], _check_model_switches, flag_values=flag_values
+    )
+    flags.register_multi_flags_validator(
         ["lr_schedule", "warmup_epochs"],
         lambda values: values["warmup_epochs"] == 0 or values["lr_schedule"] == "cosine",
         message="--warmup_epochs needs --lr_schedule=cosine",
         flag_values=flag_values,
     )
+
+
+def _check_model_switches(values):
+    conflict = choices.model_switch_conflict(values["model"], int(values["towers"]), values["width"], values["pooling"])
+    if conflict:
+        raise flags.ValidationError(conflict)
+    return True
 
 
 def config_from_flags(flag_values=flags.FLAGS):

@@ -201,6 +201,7 @@ def evaluate_checkpoint(checkpoint, dataset=None, data_dir=None, split="test", t
         ten_crop=ten_crop,
         mean=config.mean,
         encoded=info.encoded,
+        crop_padding=config.crop_padding,
     )
     counter = _Counter(batches)
     crops = 10 if ten_crop else 1

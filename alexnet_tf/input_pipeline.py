@@ -130,6 +130,7 @@ def train_dataset(
     drop_remainder=True,
     augment=True,
     element_seeds=False,
+    crop_padding=0,
 ):
     """Augmented training batches: (float32 [B, S, S, 3], int64 [B]).
 
@@ -138,36 +139,43 @@ def train_dataset(
         label) with `encoded=True`.
       batch_size: images per batch (the global batch under a strategy).
       stats: `preprocessing.DatasetStats` of the training set.
-      image_size: crop side S; images are first rescaled to round(S x 256/224).
+      image_size: crop side S; images are first rescaled to round(S x 256/224), or with
+        ``crop_padding`` to S and mirrored out by that many pixels (`preprocessing.canvas`).
       seed: shuffling and augmentation seed; each epoch differs, every run
         with the same seed repeats the same sequence.
       pca_std: std of the PCA lighting coefficients (0 disables it).
       mean: "channel" (per-channel mean) or "image" (the paper's per-pixel mean image).
       augment: False trains on the centre crop with no flips or lighting noise (the views
         `eval_dataset` gives), still shuffled.
+      crop_padding: see `preprocessing.canvas` (0: the paper's rescale).
       element_seeds: the source's elements are (example, [2] int64 seed) pairs that carry their
         own augmentation seeds (`data_service.passes`: seeds drawn here would repeat on every
         tf.data service worker); otherwise they are drawn from `seed`.
     """
     _check_mean_mode(mean, stats)
-    resize_size = preprocessing.resize_size_for(image_size)
+    preprocessing.check_crop_padding(image_size, crop_padding)
+    resize_size = preprocessing.canvas_size_for(image_size, crop_padding)
     mean_image = None
     if mean == "image":
-        mean_image = tf.image.resize(stats.mean_image, [resize_size, resize_size])
+        mean_image = preprocessing.canvas(stats.mean_image, image_size, crop_padding)
 
     def augment_image(example, seed):
         image, label = example
         crop_seed, flip_seed, lighting_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
         if augment:
             top_left = preprocessing.random_crop_offset(resize_size, image_size, crop_seed)
-            if encoded:
+            if crop_padding:
+                whole = decode_center_square(image) if encoded else image
+                view = preprocessing.canvas(whole, image_size, crop_padding)
+                view = view[top_left[0] : top_left[0] + image_size, top_left[1] : top_left[1] + image_size]
+            elif encoded:
                 view = decode_rescaled_crop(image, resize_size, image_size, top_left)
             else:
                 view = preprocessing.rescaled_crop(image, resize_size, image_size, top_left)
         else:  # exactly the centre view evaluation takes
             top_left = tf.fill([2], (resize_size - image_size) // 2)
             whole = decode_center_square(image) if encoded else image
-            view = preprocessing.center_crop(preprocessing.resize_and_center_crop(whole, resize_size), image_size)
+            view = preprocessing.center_crop(preprocessing.canvas(whole, image_size, crop_padding), image_size)
         colour = tf.zeros([3])  # RGB, added to every pixel of the view
         if mean_image is not None:
             view -= mean_image[top_left[0] : top_left[0] + image_size, top_left[1] : top_left[1] + image_size]
@@ -196,6 +204,7 @@ def eval_dataset(
     ten_crop=False,
     mean="channel",
     encoded=False,
+    crop_padding=0,
 ):
     """Evaluation batches: (float32 [B, S, S, 3], int64 [B]), in source order.
 
@@ -204,15 +213,15 @@ def eval_dataset(
     output to [B, 10, classes] and average the softmax over axis 1.
     """
     _check_mean_mode(mean, stats)
-    resize_size = preprocessing.resize_size_for(image_size)
+    preprocessing.check_crop_padding(image_size, crop_padding)
     mean_value = stats.mean_rgb
     if mean == "image":
-        mean_value = tf.image.resize(stats.mean_image, [resize_size, resize_size])
+        mean_value = preprocessing.canvas(stats.mean_image, image_size, crop_padding)
 
     def prepare(image, label):
         if encoded:
             image = decode_center_square(image)
-        image = preprocessing.resize_and_center_crop(image, resize_size)
+        image = preprocessing.canvas(image, image_size, crop_padding)
         image = preprocessing.subtract_mean(image, mean_value)
         if ten_crop:
             return preprocessing.ten_crop(image, image_size), label

@@ -33,6 +33,39 @@ def _inverse_power(scale, beta):
     return tf.exp(-beta * tf.math.log(scale))
 
 
+def _kept_power(scale, beta):
+    """The power of the scale s that the "xla" forward keeps for the gradient.
+
+    Chosen so that both powers the layer needs, s**-beta (forward and
+    gradient) and s**(-beta-1) (gradient), follow from it by multiplications
+    alone (`_powers_from_kept`): the paper's beta = 0.75 keeps s**-1/4, whose
+    cube and seventh power they are. Evaluating a power of s costs about as
+    much as the rest of a fused pass on CPU, so it is done once per step, in
+    the forward.
+    """
+    if beta == 0.75:
+        return tf.sqrt(tf.math.rsqrt(scale))
+    if beta == 0.5:
+        return tf.math.rsqrt(scale)
+    if beta == 1.0:
+        return tf.math.reciprocal(scale)
+    return scale  # any other beta: keep s, and take the powers with exp and log
+
+
+def _powers_from_kept(kept, beta):
+    """(s**-beta, s**(-beta-1)) from `_kept_power(s, beta)`."""
+    if beta == 0.75:
+        square = kept * kept
+        power = square * kept
+        return power, power * (square * square)
+    if beta == 0.5:
+        return kept, kept * kept * kept
+    if beta == 1.0:
+        return kept, kept * kept
+    power = tf.exp(-beta * tf.math.log(kept))
+    return power, power / kept
+
+
 def _shifted_window_sum(v, radius, groups):
     """Sum over the clipped channel window, as 2*radius+1 shifted slices of a zero-padded copy.
 
@@ -80,7 +113,7 @@ def _banded_matmul_window_sum(v, band):
 
 
 @functools.cache
-def _custom_gradient_lrn(implementation, radius, alpha_over_size, beta, k, groups):
+def _custom_gradient_lrn(implementation, radius, alpha_over_size, beta, k, groups, relu_first):
     """The LRN as a `tf.custom_gradient` function of its hyper-parameters ("xla" or "matmul").
 
     With s = k + (alpha/size) * W(x**2), W the clipped window sum (a
@@ -88,52 +121,70 @@ def _custom_gradient_lrn(implementation, radius, alpha_over_size, beta, k, group
 
         dx = dy * s**-beta - (2 * beta * alpha / size) * x * W(dy * x * s**(-beta-1))
 
+    With `relu_first` the function takes the pre-activation z and uses
+    x = relu(z) inside the same fused passes; its gradient is then dx masked
+    by z > 0, so that no separate ReLU pass or ReLU gradient pass runs.
+
+    "xla" runs as two XLA computations. The forward writes x**2 zero-padded
+    along the channels, then the power of s it keeps for the gradient (one
+    float32 tensor, from which s**-beta and s**(-beta-1) follow by
+    multiplications: `_kept_power`), then y. The backward writes
+    t = dy * x * s**(-beta-1), zero-padded, then dx. On this project's CPU
+    the powers, not memory traffic, dominate such a pass, so they are
+    evaluated once, in the forward: recomputing s and its powers in the
+    backward from the input alone (three evaluations per step) or keeping
+    s itself (two) measured slower, for conv1's and conv2's shapes in
+    bfloat16 and in float32, than keeping the power.
+    Casts to and from float32 happen inside the XLA computations, so they
+    fuse: bfloat16 inputs, outputs and gradients stay bfloat16 in memory.
+
     "matmul" keeps s from the forward for the backward (recomputing it would
-    cost another matmul). "xla" keeps nothing but the input: recomputing s
-    inside the fused kernels is cheaper than writing it out and reading it
-    back, and its backward runs as two fused passes, the first writing
-    t = dy * x * s**(-beta-1) and the second dx, because one pass would
-    recompute s at every neighbour of every channel (measured on this
-    project's CPU for conv1's shape at batch 64, forward + backward: 91 ms,
-    against 141 ms keeping s and 108 ms with a one-pass backward). Casts to
-    and from float32 happen inside, so under XLA they fuse too. Cached per
-    hyper-parameters (not per layer): layers with equal settings share one
-    function and its XLA compilations, and no layer is kept alive by the
-    cache.
+    cost another matmul).
+
+    Cached per hyper-parameters (not per layer): layers with equal settings
+    share one function and its XLA compilations, and no layer is kept alive
+    by the cache.
     """
     gradient_scale = 2.0 * beta * alpha_over_size
+
+    def activate(inputs):
+        x = tf.cast(inputs, tf.float32)
+        return tf.nn.relu(x) if relu_first else x
+
+    def through_relu(dx, x):
+        # relu'(z) is 1 where z > 0, that is where x = relu(z) > 0 (TensorFlow's ReluGrad convention at 0).
+        return tf.where(x > 0.0, dx, 0.0) if relu_first else dx
+
     if implementation == "xla":
         window_sum = functools.partial(_shifted_window_sum, radius=radius, groups=groups)
         fused = functools.partial(tf.function, jit_compile=True, autograph=False)
 
-        def scale_of(x):
-            return k + alpha_over_size * window_sum(tf.square(x))
-
         @fused
         def forward(inputs):
-            x = tf.cast(inputs, tf.float32)
-            return tf.cast(x * _inverse_power(scale_of(x), beta), inputs.dtype)
+            x = activate(inputs)
+            kept = _kept_power(k + alpha_over_size * window_sum(tf.square(x)), beta)
+            power, _ = _powers_from_kept(kept, beta)
+            return tf.cast(x * power, inputs.dtype), kept
 
         @fused
-        def backward_window_term(inputs, upstream):
-            x = tf.cast(inputs, tf.float32)
-            scale = scale_of(x)
-            return tf.cast(upstream, tf.float32) * x * _inverse_power(scale, beta) / scale
-
-        @fused
-        def backward_input_gradient(inputs, upstream, window_term):
-            x = tf.cast(inputs, tf.float32)
+        def backward(inputs, upstream, kept):
+            x = activate(inputs)
             dy = tf.cast(upstream, tf.float32)
-            dx = dy * _inverse_power(scale_of(x), beta) - gradient_scale * x * window_sum(window_term)
-            return tf.cast(dx, inputs.dtype)
+            power, power_over_scale = _powers_from_kept(kept, beta)
+            dx = dy * power - gradient_scale * x * window_sum(dy * x * power_over_scale)
+            return tf.cast(through_relu(dx, x), inputs.dtype)
 
         @tf.custom_gradient
         def lrn(inputs):
-            def gradient(upstream):
-                window_term = backward_window_term(inputs, upstream)
-                return backward_input_gradient(inputs, upstream, window_term)
+            # stop_gradient: under an eager GradientTape, a tf.function whose input is watched is
+            # compiled in a variant that also writes out its intermediates for its own gradient,
+            # which the custom gradient below makes useless.
+            outputs, kept = forward(tf.stop_gradient(inputs))
 
-            return forward(inputs), gradient
+            def gradient(upstream):
+                return backward(inputs, upstream, kept)
+
+            return outputs, gradient
 
         return lrn
 
@@ -147,7 +198,7 @@ def _custom_gradient_lrn(implementation, radius, alpha_over_size, beta, k, group
 
     @tf.custom_gradient
     def lrn_keeping_scale(inputs):
-        x = tf.cast(inputs, tf.float32)
+        x = activate(inputs)
         scale = k + alpha_over_size * window_sum(tf.square(x))
         outputs = tf.cast(x * _inverse_power(scale, beta), inputs.dtype)
 
@@ -155,7 +206,7 @@ def _custom_gradient_lrn(implementation, radius, alpha_over_size, beta, k, group
             dy = tf.cast(upstream, tf.float32)
             power = _inverse_power(scale, beta)
             dx = dy * power - gradient_scale * x * window_sum(dy * x * power / scale)
-            return tf.cast(dx, inputs.dtype)
+            return tf.cast(through_relu(dx, x), inputs.dtype)
 
         return outputs, gradient
 
@@ -195,18 +246,24 @@ class LocalResponseNormalization(keras.layers.Layer):
     result cast back: TensorFlow has no half-precision LRN kernel on GPU,
     and the squared sums lose precision in bfloat16.
 
+    ``relu_first=True`` makes the layer take the pre-activation ``z`` and
+    normalise ``a = relu(z)``: the paper's conv -> ReLU -> LRN with the ReLU
+    inside the layer's own fused passes, forward and gradient, instead of a
+    separate ReLU gradient pass over the same tensor (``build_alexnet`` does
+    this at conv1 and conv2; the conv's weights are unchanged).
+
     ``implementation`` picks how it is computed; all give the same values
     (within float32 rounding, tested against TensorFlow's op, forward and
     gradient):
 
     - ``"xla"``: the window sum as shifted slices, with a closed-form
-      gradient (``tf.custom_gradient``) that recomputes
-      ``k + (alpha/size) * sum`` inside fused kernels instead of
-      TensorFlow's per-element gradient loop; the forward is one XLA-fused
-      pass over memory, the backward two. On this project's 2-core CPU, at
-      batch 64, forward + input gradient took 57 ms instead of the op's
-      308 ms for conv1's output shape and 34 ms instead of 231 ms for
-      conv2's (``python -m alexnet_tf.bench --lrn_layer``).
+      gradient (``tf.custom_gradient``) instead of TensorFlow's
+      per-element gradient loop; forward and backward are one XLA
+      computation each, of a few fused passes over memory, and the forward
+      keeps one float32 power of ``k + (alpha/size) * sum`` for the
+      backward (see `_custom_gradient_lrn`). On this project's 2-core CPU
+      it is several times faster than the op, forward + input gradient
+      (``python -m alexnet_tf.bench --lrn_layer``).
     - ``"matmul"``: the same maths without XLA, the window sum as a banded
       [C, C] matmul (about 2-3x faster than the op on that CPU). For
       platforms without XLA.
@@ -216,7 +273,9 @@ class LocalResponseNormalization(keras.layers.Layer):
       kernel is a known-good single fused op on GPU.
     """
 
-    def __init__(self, size=5, alpha=1e-4, beta=0.75, k=2.0, groups=1, implementation="auto", **kwargs):
+    def __init__(
+        self, size=5, alpha=1e-4, beta=0.75, k=2.0, groups=1, implementation="auto", relu_first=False, **kwargs
+    ):
         # Keep the caller's float dtype (Keras would cast inputs to the policy's
         # compute dtype): call() computes in float32 and returns that dtype.
         kwargs.setdefault("autocast", False)
@@ -238,6 +297,7 @@ class LocalResponseNormalization(keras.layers.Layer):
         self.k = float(k)
         self.groups = int(groups)
         self.implementation = implementation
+        self.relu_first = bool(relu_first)
 
     def build(self, input_shape):
         channels = input_shape[-1]
@@ -259,12 +319,14 @@ class LocalResponseNormalization(keras.layers.Layer):
         if implementation == "tf_op":
             return self._tf_op(inputs)
         lrn = _custom_gradient_lrn(
-            implementation, self.size // 2, self.alpha / self.size, self.beta, self.k, self.groups
+            implementation, self.size // 2, self.alpha / self.size, self.beta, self.k, self.groups, self.relu_first
         )
         return lrn(inputs)
 
     def _tf_op(self, inputs):
         x = tf.cast(inputs, tf.float32)
+        if self.relu_first:
+            x = tf.nn.relu(x)
         if self.groups > 1:
             # Channels-last memory is [..., group, channel-in-group]: folding the
             # group axis into the width makes the op's window stay in its group.
@@ -293,6 +355,7 @@ class LocalResponseNormalization(keras.layers.Layer):
             k=self.k,
             groups=self.groups,
             implementation=self.implementation,
+            relu_first=self.relu_first,
         )
         return config
 

@@ -20,12 +20,36 @@ the previous layer's maps (the paper's two-GPU model), and each tower's
 LRN normalises only its own maps; conv3 and the fully connected layers see
 both towers, as in the paper. Parameters for 1000 classes: 62,378,344 with
 one tower, 60,965,224 with two.
+
+Two switches give the paper's comparison nets:
+
+- ``width="half"``: "a net with half as many kernels in each convolutional
+  layer trained on one GPU" (section 3.2), whose footnote keeps the
+  two-GPU net's 256 kernels in conv5 and the fully connected layers'
+  4096 units, "to make the two nets have approximately the same number of
+  parameters": conv1-conv5 48, 128, 192, 192, 256 kernels, one tower.
+  59,798,312 parameters for 1000 classes.
+- ``pooling="non_overlapping"``: 2x2 max-pooling with stride 2 in the
+  three places of the paper's 3x3 stride-2 pooling, the scheme section 3.4
+  compares it with ("produces output of equivalent dimensions"; overlapping
+  pooling lowered top-1 and top-5 error by 0.4% and 0.3%). The output sizes
+  are the same when each pooled map's side is odd, as at 224 (55 -> 27,
+  27 -> 13, 13 -> 6); on an even side 2x2 pooling keeps one more row and
+  column than 3x3 (floor(n/2) against floor((n-1)/2)), e.g. at 67 conv1's
+  16x16 pools to 8x8 instead of 7x7, and fc6's input and the parameter
+  count grow with it. It would build from 35x35 up, but the one minimum
+  image size, 63x63, holds for both.
+
+The net of cuda-convnet that section 3.3's CIFAR-10 figures come from is
+`alexnet_tf.cuda_convnet`.
 """
 
 import keras
 
 from alexnet_tf.choices import ACTIVATIONS, ALEXNET_MIN_IMAGE_SIZE, INITS, MODELS, NORMS, TOWERS  # noqa: F401  (re-exported)
-from alexnet_tf.choices import check_choice
+from alexnet_tf.choices import POOLINGS, WIDTHS  # noqa: F401  (re-exported)
+from alexnet_tf.choices import check_choice, model_switch_conflict
+from alexnet_tf.cuda_convnet import build_cuda_convnet_11pct
 from alexnet_tf.layers import GroupedConv2D, LocalResponseNormalization
 
 # The paper's initialisation: weights N(0, 0.01); biases 1 in these layers
@@ -38,13 +62,27 @@ BIAS_ONE_LAYERS = frozenset({"conv2", "conv4", "conv5", "fc6", "fc7"})
 # ~0.1-0.2 against the bias's 1), and on small data the loss sits at ln(classes) for many
 # epochs; see experiments/README.md.
 SMALL_POSITIVE_BIAS = 0.1
+# Kernels per convolutional layer: the paper's net, and its one-GPU comparison net (section 3.2).
+CONV_FILTERS = {
+    "full": {"conv1": 96, "conv2": 256, "conv3": 384, "conv4": 384, "conv5": 256},
+    "half": {"conv1": 48, "conv2": 128, "conv3": 192, "conv4": 192, "conv5": 256},
+}
 
 
 def build_for(config, num_classes):
-    """The untrained net a `TrainConfig` describes: AlexNet, or Figure 1's four-layer net."""
+    """The untrained net a `TrainConfig` describes: AlexNet, Figure 1's four-layer net, or
+    cuda-convnet's CIFAR-10 net with locally connected layers."""
+    check_choice("model", config.model, MODELS)
+    conflict = model_switch_conflict(config.model, config.towers, config.width, config.pooling)
+    if conflict:
+        raise ValueError(conflict)
     input_shape = (config.image_size, config.image_size, 3)
     if config.model == "four_layer":
         return build_four_layer_net(num_classes, config.activation, input_shape=input_shape, seed=config.seed)
+    if config.model == "cuda_convnet_11pct":
+        return build_cuda_convnet_11pct(
+            num_classes, norm=config.norm, activation=config.activation, input_shape=input_shape, seed=config.seed
+        )
     return build_alexnet(
         num_classes=num_classes,
         norm=config.norm,
@@ -54,6 +92,8 @@ def build_for(config, num_classes):
         input_shape=input_shape,
         init=config.init,
         seed=config.seed,
+        width=config.width,
+        pooling=config.pooling,
     )
 
 
@@ -79,6 +119,8 @@ def build_alexnet(
     init="paper",
     seed=None,
     name=None,
+    width="full",
+    pooling="overlapping",
 ):
     """Builds AlexNet as a `keras.Model` that maps images to logits.
 
@@ -98,12 +140,22 @@ def build_alexnet(
         plateau on small data), or "he" (He-normal weights, zero biases,
         for inputs of unit scale).
       seed: optional int; makes the weight initialisation reproducible.
-      name: model name; defaults to e.g. "alexnet_lrn" or "alexnet_lrn_2towers".
+      name: model name; defaults to e.g. "alexnet_lrn", "alexnet_lrn_2towers",
+        "alexnet_lrn_half" or "alexnet_lrn_non_overlapping".
+      width: "full" (the paper's kernel counts) or "half" (its one-GPU
+        comparison net: see the module docstring; needs towers=1).
+      pooling: "overlapping" (the paper's 3x3 stride 2) or
+        "non_overlapping" (2x2 stride 2; see the module docstring).
     """
     check_choice("norm", norm, NORMS)
     check_choice("towers", towers, TOWERS)
     check_choice("activation", activation, ACTIVATIONS)
     check_choice("init", init, INITS)
+    check_choice("width", width, WIDTHS)
+    check_choice("pooling", pooling, POOLINGS)
+    conflict = model_switch_conflict("alexnet", towers, width, pooling)
+    if conflict:
+        raise ValueError(conflict)
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"dropout={dropout!r} must be in [0, 1).")
     if num_classes < 1:
@@ -119,7 +171,13 @@ def build_alexnet(
     def initializers(layer_name):
         return _initializers(layer_name, init, next(seeds) if seeds is not None else None)
 
-    def conv(x, filters, kernel_size, layer_name, strides=1, padding="same", groups=1):
+    # The LRN after a ReLU applies that ReLU itself, inside its fused passes (its relu_first): one
+    # pass over conv1's and conv2's outputs fewer in the gradient. Those convs then have no
+    # activation of their own; their weights, and so checkpoints, are the same.
+    lrn_applies_relu = norm == "lrn" and activation == "relu"
+    normalized_conv_activation = None if lrn_applies_relu else activation
+
+    def conv(x, filters, kernel_size, layer_name, strides=1, padding="same", groups=1, activation=activation):
         return GroupedConv2D(
             filters,
             kernel_size,
@@ -133,23 +191,26 @@ def build_alexnet(
 
     def normalize(x, layer_name):
         if norm == "lrn":
-            return LocalResponseNormalization(groups=towers, name=f"{layer_name}_lrn")(x)
+            return LocalResponseNormalization(groups=towers, relu_first=lrn_applies_relu, name=f"{layer_name}_lrn")(x)
         if norm == "batchnorm":
             return keras.layers.BatchNormalization(name=f"{layer_name}_bn")(x)
         return x
 
     def pool(x, layer_name):
-        return keras.layers.MaxPooling2D(pool_size=3, strides=2, name=f"{layer_name}_pool")(x)
+        pool_size = 3 if pooling == "overlapping" else 2
+        return keras.layers.MaxPooling2D(pool_size=pool_size, strides=2, name=f"{layer_name}_pool")(x)
+
+    filters = CONV_FILTERS[width]
 
     inputs = keras.Input(shape=tuple(input_shape), name="image")
     x = keras.layers.ZeroPadding2D(padding=2, name="pad")(inputs)
-    x = conv(x, 96, 11, "conv1", strides=4, padding="valid")
+    x = conv(x, filters["conv1"], 11, "conv1", strides=4, padding="valid", activation=normalized_conv_activation)
     x = pool(normalize(x, "conv1"), "conv1")
-    x = conv(x, 256, 5, "conv2", groups=towers)
+    x = conv(x, filters["conv2"], 5, "conv2", groups=towers, activation=normalized_conv_activation)
     x = pool(normalize(x, "conv2"), "conv2")
-    x = conv(x, 384, 3, "conv3")
-    x = conv(x, 384, 3, "conv4", groups=towers)
-    x = conv(x, 256, 3, "conv5", groups=towers)
+    x = conv(x, filters["conv3"], 3, "conv3")
+    x = conv(x, filters["conv4"], 3, "conv4", groups=towers)
+    x = conv(x, filters["conv5"], 3, "conv5", groups=towers)
     x = pool(x, "conv5")
     x = keras.layers.Flatten(name="flatten")(x)
     x = keras.layers.Dropout(dropout, name="fc6_dropout")(x)
@@ -161,6 +222,7 @@ def build_alexnet(
 
     if name is None:
         name = f"alexnet_{norm}" + ("_2towers" if towers == 2 else "")
+        name += ("_half" if width == "half" else "") + ("_non_overlapping" if pooling == "non_overlapping" else "")
     return keras.Model(inputs, logits, name=name)
 
 

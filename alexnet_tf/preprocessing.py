@@ -33,6 +33,39 @@ def resize_size_for(crop_size):
     return int(round(crop_size * PAPER_RESIZE_SIZE / PAPER_CROP_SIZE))
 
 
+def canvas_size_for(crop_size, crop_padding=0):
+    """The side of the square that crops are taken from (`canvas`): the paper's rescale,
+    round(crop_size x 256/224), or with ``crop_padding`` the image at crop_size plus the padding."""
+    if crop_padding:
+        return crop_size + 2 * crop_padding
+    return resize_size_for(crop_size)
+
+
+def canvas(image, crop_size, crop_padding=0):
+    """The square every view of an image is cropped from: float32 [N, N, C], N = `canvas_size_for`.
+
+    Without padding, the paper's: the central square rescaled to round(crop_size x 256/224), so a
+    crop sees 224/256 of the image. With ``crop_padding`` = p, the CIFAR convention instead: the
+    central square rescaled to crop_size itself and mirrored out by p pixels on each side, so the
+    centre crop is the whole image and random crops move it by up to p pixels either way (the
+    paper's rescale moves a 96 crop of 110 by up to 7 pixels either way, and its centre view
+    leaves out 7 of every 110 pixels on each side).
+    """
+    if not crop_padding:
+        return resize_and_center_crop(image, resize_size_for(crop_size))
+    pad = [[crop_padding, crop_padding], [crop_padding, crop_padding], [0, 0]]
+    return tf.pad(resize_and_center_crop(image, crop_size), pad, mode="REFLECT")
+
+
+def check_crop_padding(crop_size, crop_padding):
+    """Raises ValueError unless 0 <= crop_padding < crop_size (mirroring needs pixels to mirror)."""
+    if not 0 <= crop_padding < crop_size:
+        raise ValueError(
+            f"crop_padding={crop_padding} must be at least 0 and less than the crop size {crop_size} "
+            f"(it mirrors that many pixels of the image out on each side)."
+        )
+
+
 def resize_and_center_crop(image, size):
     """The paper's preparation: shorter side rescaled to `size`, central size x size square.
 

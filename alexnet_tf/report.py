@@ -21,6 +21,8 @@ import re
 import shutil
 import statistics
 
+from alexnet_tf import claims
+
 # The paper's Figure 1 counts the epochs until the training error reaches 25%.
 FIGURE1_TRAIN_ERROR = 0.25
 STUDY_LINE = re.compile(r"^#\s*Study:\s*(?P<title>.+?)\s*$")
@@ -29,6 +31,8 @@ SETTING_LABELS = {
     "model": "model",
     "norm": "norm",
     "towers": "towers",
+    "width": "width",
+    "pooling": "pooling",
     "activation": "activation",
     "init": "init",
     "learning_rate": "lr",
@@ -37,9 +41,14 @@ SETTING_LABELS = {
     "image_size": "size",
     "mixed_precision": "precision",
     "augment": "augment",
+    "crop_padding": "crop padding",
     "pca_std": "PCA std",
+    "label_smoothing": "label smoothing",
     "seed": "seed",
 }
+# Settings added after some committed runs were made: a run without one was made before it
+# existed, with the behaviour its default keeps.
+SETTING_DEFAULTS = {"width": "full", "pooling": "overlapping", "crop_padding": 0, "label_smoothing": 0.0}
 
 
 @dataclasses.dataclass
@@ -47,10 +56,21 @@ class FinishedRun:
     experiment: str
     name: str
     results: dict
+    data: dict = dataclasses.field(default_factory=dict)  # the run's data.json: {} when it has none
+    step_cap: int | None = None  # the run's --steps_per_epoch, from its flags.txt
 
     @property
     def hparams(self):
-        return self.results.get("hparams", {})
+        return {**SETTING_DEFAULTS, **self.results.get("hparams", {})}
+
+    @property
+    def steps_per_epoch(self):
+        """Training steps per epoch: whole batches of the training part (data.json), at most the
+        run's --steps_per_epoch; None for a run without data.json."""
+        examples, batch = self.data.get("train_examples"), self.hparams.get("batch_size")
+        if not examples or not batch:
+            return None
+        return min(examples // batch, self.step_cap or math.inf)
 
     @property
     def curves(self):
@@ -105,7 +125,10 @@ def find_experiments(experiments_dir):
                 results = json.loads(results_path.read_text(encoding="utf-8"))
             except (OSError, json.JSONDecodeError) as error:
                 raise ValueError(f"{results_path} is not readable JSON ({error}); re-run that run or remove it.")
-            runs.append(FinishedRun(name, results_path.parent.name, results))
+            data_path, flags_path = results_path.with_name("data.json"), results_path.with_name("flags.txt")
+            data = json.loads(data_path.read_text(encoding="utf-8")) if data_path.is_file() else {}
+            cap = re.search(r"^--steps_per_epoch=(\d+)$", flags_path.read_text(encoding="utf-8"), re.M) if flags_path.is_file() else None
+            runs.append(FinishedRun(name, results_path.parent.name, results, data, int(cap[1]) if cap else None))
         if runs:
             studies, description, commands = read_header(flagfile)
             found.append(Experiment(name, description, commands, studies or [name], runs))
@@ -308,6 +331,7 @@ PALETTE = (
 )  # fmt: skip
 # The runs (seeds, learning rates) of one experiment share its colour and differ in line style.
 RUN_LINE_STYLES = ("-", "--", ":", "-.")
+FIGURE1_RATE_MARKERS = ("o", "s", "^", "D", "v", "x")
 # A fall to at most this fraction of the previous epoch's learning rate is a drop: the plateau
 # schedule divides by 10, and 0.5 would still catch a schedule that halves.
 LEARNING_RATE_DROP = 0.5
@@ -367,9 +391,16 @@ def y_limits(curves, *, rate, include=(), margin=Y_MARGIN):
 
 
 def _run_line_styles(runs):
-    """{run label: line style}: each experiment's runs, in their order, through RUN_LINE_STYLES."""
+    """{run label: line style}: each experiment's runs, in their order, through RUN_LINE_STYLES;
+    the four-layer net's as in the paper's Figure 1 (ReLU solid, tanh dashed), with a marker
+    per learning rate (FIGURE1_RATE_MARKERS, in increasing order of rate)."""
     seen, styles = {}, {}
+    rates = sorted({run.hparams.get("learning_rate") or 0.0 for run in runs if is_four_layer(run)})
     for run in runs:
+        if is_four_layer(run):
+            marker = FIGURE1_RATE_MARKERS[rates.index(run.hparams.get("learning_rate") or 0.0) % len(FIGURE1_RATE_MARKERS)]
+            styles[run.label] = ("--" if run.hparams.get("activation") == "tanh" else "-") + marker
+            continue
         number = seen.get(run.experiment, 0)
         seen[run.experiment] = number + 1
         styles[run.label] = RUN_LINE_STYLES[number % len(RUN_LINE_STYLES)]
@@ -413,6 +444,7 @@ def draw_study(title, runs, colours=None):
             colour = colours[run.experiment]
             axes.plot(
                 x, curve, styles[run.label], color=colour, label=f"{run.label}" + (f" ({settings})" if settings else ""),
+                markevery=max(1, len(curve) // 8), markersize=4,
             )  # fmt: skip
             plotted.append(curve[: len(x)])
             drops = learning_rate_drops(run.curves.get("learning_rate"))
@@ -469,11 +501,52 @@ def machines(runs):
     return sorted(described)
 
 
+def _epochs_and_steps(run, epochs):
+    steps = run.steps_per_epoch
+    return f"{epochs} epochs ({epochs * steps:,} steps)" if steps else f"{epochs} epochs"
+
+
+def figure1_sweep_sentence(runs):
+    """Each activation's learning rates and their epochs to 25% training error, and whether the
+    fastest rate lies inside the sweep (a rate at its edge leaves open that one beyond is faster)."""
+    parts, verdicts = [], []
+    for activation in ("relu", "tanh"):
+        tried = {}
+        for run in runs:
+            if is_four_layer(run) and run.hparams.get("activation") == activation:
+                curve = run.curves.get("top1_error") or []
+                epochs = epochs_to_reach(curve, FIGURE1_TRAIN_ERROR)
+                rate = run.hparams.get("learning_rate")
+                tried.setdefault(rate, []).append(epochs if epochs else math.inf)
+        if not tried:
+            continue
+        fastest = {rate: min(values) for rate, values in tried.items()}
+        rates = sorted(fastest)
+        parts.append(f"{'ReLU' if activation == 'relu' else 'tanh'} " + ", ".join(
+            f"{rate:g}: {'not reached' if fastest[rate] == math.inf else fastest[rate]}" for rate in rates
+        ))  # fmt: skip
+        best = min(rates, key=lambda rate: (fastest[rate], rate))
+        name = "ReLU" if activation == "relu" else "tanh"
+        if fastest[best] == math.inf:
+            verdicts.append(f"no {name} rate reached it")
+        elif len(rates) >= 3 and best not in (rates[0], rates[-1]):
+            verdicts.append(f"{name}'s fastest rate, {best:g}, lies inside its sweep")
+        else:
+            verdicts.append(f"{name}'s fastest rate, {best:g}, is at the edge of its sweep (a rate beyond it may be faster)")
+    if not parts:
+        return None
+    verdict = "; ".join(verdicts)
+    return (
+        f"Learning-rate sweep, epochs to {100 * FIGURE1_TRAIN_ERROR:.0f}% training error: " + "; ".join(parts)
+        + ". " + verdict[0].upper() + verdict[1:] + "."
+    )
+
+
 def figure1_sentence(ratio):
     target = f"{100 * FIGURE1_TRAIN_ERROR:.0f}% training error"
     if ratio is None:
         return f"No ReLU run reached {target}, or there is no tanh run: no ratio."
-    relu = f"ReLU's fastest, `{ratio.relu_run.label}`, took {ratio.relu_epochs} epochs"
+    relu = f"ReLU's fastest, `{ratio.relu_run.label}`, took {_epochs_and_steps(ratio.relu_run, ratio.relu_epochs)}"
     if ratio.tanh_epochs is None:
         bound = ratio.value
         claim = f"tanh / ReLU is at least **{bound:.1f}×**" if bound > 1 else "no ratio can be given"
@@ -488,9 +561,140 @@ def figure1_sentence(ratio):
             f"{ratio.tanh_min_epochs / ratio.relu_epochs:.1f}× and **{ratio.value:.1f}×** (the paper: about 6×)."
         )
     return (
-        f"Epochs to {target}: {relu}; tanh's fastest, `{ratio.tanh_run.label}`, took {ratio.tanh_epochs}: "
+        f"Epochs to {target}: {relu}; tanh's fastest, `{ratio.tanh_run.label}`, took "
+        f"{_epochs_and_steps(ratio.tanh_run, ratio.tanh_epochs)}: "
         f"tanh / ReLU = **{ratio.value:.1f}×** (the paper: about 6×), each at its fastest learning rate."
     )
+
+
+# A run has left the initial plateau once its epoch's training loss is this far below ln(classes).
+PLATEAU_MARGIN = 0.1
+# Figure 1's experiments on the full training set, and the paper's ratio ("six times faster").
+FIGURE1_EXPERIMENTS = ("full_figure1_relu", "full_figure1_tanh")
+FIGURE1_PAPER_RATIO = 6.0
+
+
+def epochs_on_plateau(run, classes=10):
+    """How many epochs passed before the run's training loss first fell PLATEAU_MARGIN below
+    ln(classes) (all of them, when it never did)."""
+    losses = run.curves.get("loss") or []
+    for epoch, loss in enumerate(losses):
+        if loss is not None and loss < math.log(classes) - PLATEAU_MARGIN:
+            return epoch
+    return len(losses)
+
+
+def _arm(runs):
+    top1 = tuple(run.results["best_validation_top1_error"] for run in runs if run.results.get("best_validation_top1_error") is not None)
+    top5 = tuple(run.results["best_validation_top5_error"] for run in runs if run.results.get("best_validation_top5_error") is not None)
+    sizes = {run.data.get("holdout_examples") for run in runs}
+    return claims.Arm(top1, top5, sizes.pop() if len(sizes) == 1 else None, tuple(run.results.get("best_epoch") for run in runs))
+
+
+def _gain(difference):
+    return "–" if difference is None else f"{difference.points:+.1f} ± {difference.standard_error:.1f}"
+
+
+def claim_row(claim, runs_of):
+    """[claim, paper, ours, seeds, verdict, differs] for an error `claims.Claim`."""
+    worse, better = _arm(runs_of.get(claim.worse, [])), _arm(runs_of.get(claim.better, []))
+    top1 = claims.difference(worse.top1, better.top1, worse.validation_examples or better.validation_examples)
+    top5 = claims.difference(worse.top5, better.top5, worse.validation_examples or better.validation_examples)
+    ours = f"{_gain(top1)} top-1, {_gain(top5)} top-5"
+    if min(worse.seeds, better.seeds) == 1:
+        ours += " (an arm of one run: ± is the binomial error alone)"
+    if claim.worse == "ablation_no_dropout" and worse.seeds and better.seeds:
+        ours += (
+            f"; best epoch {statistics.mean(better.epochs_to_best):g} with dropout, "
+            f"{statistics.mean(worse.epochs_to_best):g} without"
+        )
+    if claim.paper == "–":  # shown beside the claims, not one of them
+        judged = "– (no claim)" if top1 else claims.NOT_MEASURED
+    else:
+        judged = claims.verdict(top1, claim.paper_top1, claim.at_least)
+        if top1 and claim.paper_top5 is not None and top5 and judged != claims.verdict(top5, claim.paper_top5):
+            judged += f" (top-5: {claims.verdict(top5, claim.paper_top5)})"
+    arms = f"`{claim.worse}` {worse.seeds}, `{claim.better}` {better.seeds}"
+    return [claim.claim, claim.paper, ours if top1 else "–", arms, judged, claim.differs]
+
+
+def figure1_claim_row(runs_of):
+    runs = [run for name in FIGURE1_EXPERIMENTS for run in runs_of.get(name, [])]
+    ratio = figure1_ratio(runs) if runs else None
+    if ratio is None:
+        ours, judged = "–", claims.NOT_MEASURED
+    else:
+        bound = ratio.tanh_epochs is None or ratio.tanh_min_epochs < ratio.tanh_epochs
+        tanh = f"tanh not in {ratio.tanh_min_epochs - 1}" if ratio.tanh_epochs is None else f"tanh {ratio.tanh_epochs}"
+        ours = (
+            f"{'≥ ' if bound else ''}{ratio.value:.1f}× (epochs to 25%: ReLU {ratio.relu_epochs} at lr "
+            f"{ratio.relu_run.hparams.get('learning_rate'):g}, {tanh} at lr {ratio.tanh_run.hparams.get('learning_rate'):g})"
+        )
+        judged = claims.ratio_verdict(ratio.value, FIGURE1_PAPER_RATIO, is_bound=bound)
+    rates = {name: len(runs_of.get(name, [])) for name in FIGURE1_EXPERIMENTS}
+    arms = ", ".join(f"`{name}` {count} learning rate{'' if count == 1 else 's'}" for name, count in rates.items())
+    return [
+        "ReLUs reach 25% training error on CIFAR-10 faster than tanh (Figure 1)",
+        "about 6× fewer epochs",
+        ours, arms + ", one seed each", judged,
+        "the training set's 45,000 images, 32x32, 35 epochs; each side's fastest rate of a three-rate sweep",
+    ]
+
+
+def init_claim_row(runs_of, paper="ablation_paper_init", small="ablation_lrn"):
+    """The paper's biases of 1 "accelerate the early stages of learning": epochs each arm spent
+    on the initial plateau, per seed."""
+    paper_runs, small_runs = runs_of.get(paper, []), runs_of.get(small, [])
+    row = ["Biases of 1 accelerate early learning (section 5)", "no figure"]
+    if not paper_runs or not small_runs:
+        return row + ["–", f"`{paper}` {len(paper_runs)}, `{small}` {len(small_runs)}", claims.NOT_MEASURED, claims.SETTING]
+    on_paper = [epochs_on_plateau(run) for run in paper_runs]
+    on_small = [epochs_on_plateau(run) for run in small_runs]
+    if max(on_paper) < min(on_small):
+        judged = claims.HOLDS
+    elif min(on_paper) > max(on_small):
+        judged = claims.DOES_NOT_HOLD
+    else:
+        judged = claims.INCONCLUSIVE
+    top1 = claims.difference(
+        [run.results["best_validation_top1_error"] for run in small_runs],
+        [run.results["best_validation_top1_error"] for run in paper_runs],
+        _arm(paper_runs).validation_examples,
+    )
+    ours = (
+        f"epochs before the loss left ln 10: biases 1 {', '.join(map(str, on_paper))}; biases 0.1 "
+        f"{', '.join(map(str, on_small))} (per seed); top-1 {_gain(top1)} points for biases 1"
+    )
+    return row + [ours, f"`{paper}` {len(paper_runs)}, `{small}` {len(small_runs)}", judged, claims.SETTING]
+
+
+def claims_table(experiments):
+    """The Markdown summary table: each of the paper's claims, its figure, ours, the verdict."""
+    runs_of = {experiment.name: experiment.runs for experiment in experiments}
+    rows = [figure1_claim_row(runs_of)]
+    rows += [claim_row(claim, runs_of) for claim in claims.CLAIMS]
+    rows += [init_claim_row(runs_of), claim_row(claims.BATCHNORM_ROW, runs_of)]
+    header = [
+        "claim", "the paper", "ours: gain of the paper's better arm, points of validation error ± SE",
+        "runs per arm", "verdict", "our setting, where it differs",
+    ]  # fmt: skip
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def claims_section(experiments):
+    return [
+        "## The paper's claims, measured",
+        "",
+        "Each row compares two experiments' mean best validation error over their runs (seeds);",
+        "± is the standard error from the seeds' spread and the validation set's binomial error",
+        "(`alexnet_tf/claims.py` says how, and how the verdict follows). The studies below have",
+        "each arm's runs and curves.",
+        "",
+        claims_table(experiments),
+        "",
+    ]
 
 
 def render(experiments, plots_dir, output, plots_link_dir=None):
@@ -506,6 +710,7 @@ def render(experiments, plots_dir, output, plots_link_dir=None):
         "of those files, written by this project's trainer.",
         "",
     ]
+    lines += claims_section(experiments)
     taken = set()
     studies = group_by_study(experiments)
     # One assignment for the whole report: an experiment has its colour in every plot.
@@ -521,6 +726,9 @@ def render(experiments, plots_dir, output, plots_link_dir=None):
         lines += ["", study_table(runs), ""]
         if any(is_four_layer(run) for run in runs):
             lines += [figure1_sentence(figure1_ratio(runs)), ""]
+            sweep = figure1_sweep_sentence(runs)
+            if sweep:
+                lines += [sweep, ""]
         for sentence in precision_sentences(runs):
             lines += [sentence, ""]
         name = f"{_slug(title, taken)}.png"
@@ -536,8 +744,31 @@ def _relative(path, start):
     return pathlib.Path(os.path.relpath(pathlib.Path(path).resolve(), pathlib.Path(start).resolve())).as_posix()
 
 
-def write_report(experiments_dir="experiments", output=None, plots_dir=None):
-    """Writes the report (and its plots); returns the output path."""
+# The project README's copy of the claims table lies between these lines; `write_report` renews it.
+README_CLAIMS_START = "<!-- The claims table: written by make report (alexnet_tf/report.py), do not edit. -->"
+README_CLAIMS_END = "<!-- End of the claims table. -->"
+
+
+def update_readme_claims(readme, table):
+    """Puts `table` between README_CLAIMS_START and README_CLAIMS_END in the file `readme`;
+    returns False (and leaves the file alone) when it has no such lines."""
+    readme = pathlib.Path(readme)
+    text = readme.read_text(encoding="utf-8") if readme.is_file() else ""
+    start, end = text.find(README_CLAIMS_START), text.find(README_CLAIMS_END)
+    if start < 0 or end < start:
+        return False
+    renewed = text[: start + len(README_CLAIMS_START)] + "\n\n" + table + "\n\n" + text[end:]
+    if renewed != text:
+        temporary = readme.with_name(readme.name + ".tmp")
+        temporary.write_text(renewed, encoding="utf-8")
+        temporary.replace(readme)
+    return True
+
+
+def write_report(experiments_dir="experiments", output=None, plots_dir=None, readme=None):
+    """Writes the report (and its plots) and renews the claims table in `readme` (default: the
+    README.md beside the experiments folder, when it has the table's marker lines); returns
+    the output path."""
     experiments_dir = pathlib.Path(experiments_dir)
     if not experiments_dir.is_dir():
         raise ValueError(f"{experiments_dir} is not a folder; give --experiments_dir=<the experiments folder>.")
@@ -560,6 +791,7 @@ def write_report(experiments_dir="experiments", output=None, plots_dir=None):
             plots_dir.rename(old_plots)
         new_plots.rename(plots_dir)
         temporary.replace(output)
+        update_readme_claims(readme or experiments_dir.resolve().parent / "README.md", claims_table(experiments))
     finally:
         shutil.rmtree(new_plots, ignore_errors=True)
         shutil.rmtree(old_plots, ignore_errors=True)

@@ -34,20 +34,21 @@ class Predictor(tf.Module):
     `top5_class_names` (the k = min(5, C) most probable classes, best first).
     """
 
-    def __init__(self, model, stats, *, image_size, mean, class_names, ten_crop=False, checkpoint=None):
+    def __init__(self, model, stats, *, image_size, mean, class_names, ten_crop=False, checkpoint=None, crop_padding=0):
         super().__init__(name="alexnet_predictor")
         self.checkpoint = checkpoint  # where the weights came from, for reports
         if len(class_names) != model.output_shape[-1]:
             raise ValueError(f"{len(class_names)} class names for a model with {model.output_shape[-1]} outputs.")
         self.model = model
         self.image_size = int(image_size)
-        self.resize_size = preprocessing.resize_size_for(self.image_size)
+        preprocessing.check_crop_padding(self.image_size, crop_padding)
+        self.crop_padding = int(crop_padding)
         self.ten_crop = bool(ten_crop)
         self.crops = TEN_CROPS if ten_crop else 1
         if mean == "image":
             if stats.mean_image is None:
                 raise ValueError("the run subtracts a mean image, but its statistics have none.")
-            mean_value = tf.image.resize(stats.mean_image, [self.resize_size, self.resize_size])
+            mean_value = preprocessing.canvas(stats.mean_image, self.image_size, self.crop_padding)
         else:
             mean_value = stats.mean_rgb
         # Constants, not variables: the SavedModel holds them in its graphs.
@@ -62,7 +63,7 @@ class Predictor(tf.Module):
 
     def preprocess(self, image):
         """One image [H, W, 3] -> its view [S, S, 3] or views [10, S, S, 3], as eval_dataset makes them."""
-        image = preprocessing.resize_and_center_crop(image, self.resize_size)
+        image = preprocessing.canvas(image, self.image_size, self.crop_padding)
         image = preprocessing.subtract_mean(image, self._mean)
         if self.ten_crop:
             return preprocessing.ten_crop(image, self.image_size)
@@ -141,6 +142,7 @@ def load_predictor(checkpoint, ten_crop=False):
         class_names=class_names,
         ten_crop=ten_crop,
         checkpoint=str(trained.checkpoint),
+        crop_padding=trained.config.crop_padding,
     )
 
 

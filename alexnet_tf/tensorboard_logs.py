@@ -60,6 +60,8 @@ def write_hparams(log_dir, hparams, trial):
         "model": hparams_api.Discrete(list(choices.MODELS)),
         "norm": hparams_api.Discrete(list(choices.NORMS)),
         "towers": hparams_api.Discrete(list(choices.TOWERS)),
+        "width": hparams_api.Discrete(list(choices.WIDTHS)),
+        "pooling": hparams_api.Discrete(list(choices.POOLINGS)),
         "init": hparams_api.Discrete(list(choices.INITS)),
         "activation": hparams_api.Discrete(list(choices.ACTIVATIONS)),
         "lr_schedule": hparams_api.Discrete(list(choices.LR_SCHEDULES)),

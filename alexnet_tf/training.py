@@ -74,10 +74,12 @@ def train(config, *, run_name=None, devices=None, verbose=None):
             mean=config.mean,
             encoded=info.encoded,
             augment=config.augment,
+            crop_padding=config.crop_padding,
         )
 
     eval_kwargs = dict(
-        batch_size=config.batch_size, stats=stats, image_size=config.image_size, mean=config.mean, encoded=info.encoded
+        batch_size=config.batch_size, stats=stats, image_size=config.image_size, mean=config.mean,
+        encoded=info.encoded, crop_padding=config.crop_padding,
     )
     validation_data = validation_dataset(validation_part, num_validation, eval_kwargs, strategy.num_replicas_in_sync)
     monitor = MONITOR if validation_data is not None else "top1_error"
@@ -265,6 +267,22 @@ def learning_rate_for(config, steps_per_epoch):
     )
 
 
+def classification_loss(label_smoothing=0.0):
+    """Softmax cross-entropy of the logits against integer labels, the target's 1 smoothed to
+    1 - label_smoothing + label_smoothing / classes (the others' 0 to label_smoothing / classes)."""
+    if not label_smoothing:
+        return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+    # Keras's sparse loss takes no smoothing; its one-hot loss does, once the labels are one-hot.
+    def smoothed_crossentropy(labels, logits):
+        one_hot = tf.one_hot(tf.reshape(tf.cast(labels, tf.int32), [-1]), tf.shape(logits)[-1], dtype=logits.dtype)
+        return keras.losses.categorical_crossentropy(
+            one_hot, logits, from_logits=True, label_smoothing=label_smoothing
+        )
+
+    return smoothed_crossentropy
+
+
 def compile_model(model, config, steps_per_epoch=None):
     if config.lr_schedule != "plateau" and steps_per_epoch is None:
         raise ValueError(f"--lr_schedule={config.lr_schedule} needs the number of steps per epoch.")
@@ -274,7 +292,7 @@ def compile_model(model, config, steps_per_epoch=None):
             momentum=config.momentum,
             coupled_weight_decay=config.weight_decay,
         ),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        loss=classification_loss(config.label_smoothing),
         metrics=[evaluation.TopKError(k=1, name="top1_error"), evaluation.TopKError(k=5, name="top5_error")],
         jit_compile=config.jit_compile,
     )

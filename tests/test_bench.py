@@ -176,19 +176,24 @@ def test_float16_model_trains_with_loss_scaling():
 
 def test_lrn_layer_mode_times_every_implementation_of_each_lrn_layer(tmp_path):
     path = tmp_path / "lrn.json"
-    result = _run_bench("--lrn_layer", "--batch_size=2", "--image_size=67", "--rounds=2", f"--json={path}")
+    result = _run_bench(
+        "--lrn_layer", "--batch_size=2", "--image_size=67", "--rounds=2", "--precisions=fp32,bf16", f"--json={path}"
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     layers = json.loads(path.read_text())["lrn_layer_ms"]
-    # conv1's and conv2's LRN, for one tower (groups=1) and two (groups=2), at the shapes AlexNet gives them.
+    # conv1's and conv2's LRN, for one tower (groups=1) and two (groups=2), at the shapes AlexNet gives
+    # them, in each precision.
     assert set(layers) == {
-        "conv1_lrn 16x16x96 groups=1", "conv2_lrn 7x7x256 groups=1", "conv1_lrn 16x16x96 groups=2",
-        "conv2_lrn 7x7x256 groups=2",
-    }  # fmt: skip
+        f"{layer} groups={groups} {precision}"
+        for layer in ("conv1_lrn 16x16x96", "conv2_lrn 7x7x256")
+        for groups in (1, 2)
+        for precision in ("fp32", "bf16")
+    }
     for figures in layers.values():
         assert set(figures) == {"xla", "matmul", "tf_op"}
         assert all(len(f["ms"]["rounds"]) == 2 and f["ms"]["median"] > 0 for f in figures.values())
         assert figures["tf_op"]["ratio_to_tf_op"]["median"] == 1.0
-    assert "conv1_lrn 16x16x96 groups=1" in result.stdout and "/ tf_op" in result.stdout
+    assert "conv1_lrn 16x16x96 groups=1 bf16" in result.stdout and "/ tf_op" in result.stdout
 
 
 def test_imagenet_mode_times_decoding_and_the_training_pipeline_per_core(shared_imagenet_dir, tmp_path):

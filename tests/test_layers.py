@@ -67,6 +67,7 @@ CHANNELS_GROUPS = [(1, 1), (2, 1), (3, 1), (5, 1), (96, 1), (256, 1), (2, 2), (9
         dict(),  # the paper's values (beta = 0.75 takes the rsqrt form)
         dict(size=3, alpha=0.5, beta=0.6, k=1.0),  # general beta: the exp/log form
         dict(size=7, alpha=2.0, beta=1.0, k=1.5),
+        dict(size=5, alpha=1.0, beta=0.5, k=1.0),  # each beta with a fast form of the kept power
     ],
 )
 @pytest.mark.parametrize("stddev", [1.0, 300.0])  # 300: sums of squares far above k
@@ -99,6 +100,78 @@ def test_fast_lrn_half_precision_matches_tf_op(implementation, dtype):
     for got, want in ((got_y, want_y), (got_dx, want_dx)):
         got, want = tf.cast(got, tf.float32).numpy(), tf.cast(want, tf.float32).numpy()
         np.testing.assert_allclose(got, want, rtol=eps, atol=1e-5)
+
+
+def _relu_then_lrn_and_gradient(layer, z, upstream):
+    """The reference for relu_first: TensorFlow's ReLU, then `layer`, differentiated through both."""
+    with tf.GradientTape() as tape:
+        tape.watch(z)
+        y = layer(tf.nn.relu(z))
+    return y, tape.gradient(y, z, output_gradients=upstream)
+
+
+def _pre_activations(shape, stddev, seed):
+    """Normal pre-activations with a few exact zeros, where relu's gradient is TensorFlow's 0."""
+    rng = np.random.default_rng(seed)
+    z = rng.normal(scale=stddev, size=shape).astype(np.float32)
+    z.reshape(-1)[::7] = 0.0
+    return tf.constant(z), tf.constant(rng.normal(size=shape).astype(np.float32))
+
+
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+@pytest.mark.parametrize("channels,groups", [(5, 1), (96, 1), (256, 1), (96, 2), (256, 2)])
+@pytest.mark.parametrize("params", [dict(), dict(size=3, alpha=0.5, beta=0.6, k=1.0)])
+@pytest.mark.parametrize("stddev", [1.0, 300.0])
+def test_relu_first_lrn_matches_tf_relu_then_tf_op_in_float32(implementation, channels, groups, params, stddev):
+    # The same tolerance as the LRN alone: the ReLU adds no rounding.
+    z, upstream = _pre_activations((3, 4, 5, channels), stddev, seed=channels + groups)
+    reference = LocalResponseNormalization(groups=groups, implementation="tf_op", **params)
+    want_y, want_dz = _relu_then_lrn_and_gradient(reference, z, upstream)
+    fused = LocalResponseNormalization(groups=groups, implementation=implementation, relu_first=True, **params)
+    got_y, got_dz = _lrn_and_gradient(fused, z, upstream)
+    np.testing.assert_allclose(got_y.numpy(), want_y.numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got_dz.numpy(), want_dz.numpy(), rtol=1e-5, atol=1e-5)
+    assert not np.any(got_dz.numpy()[z.numpy() <= 0])  # no gradient where the ReLU is off, at 0 included
+
+
+# bfloat16 keeps 8 significant bits: one unit in the last place is at most 2**-7 of a value.
+BFLOAT16_ULP = 2.0**-7
+
+
+@pytest.mark.parametrize("implementation", FAST_IMPLEMENTATIONS)
+@pytest.mark.parametrize("groups", [1, 2])
+@pytest.mark.parametrize("relu_first", [False, True])
+def test_bfloat16_lrn_is_the_float32_reference_rounded(implementation, groups, relu_first):
+    # bfloat16 in and out, float32 inside: the result should be the float32 reference (TensorFlow's
+    # ReLU and LRN op on the same bfloat16 inputs, taken in float32) rounded once to bfloat16. The
+    # layer's float32 arithmetic differs from the op's by float32 rounding, far below half a
+    # bfloat16 unit, so that rounding can at worst land on the neighbouring bfloat16 value: within
+    # one unit in the last place (and an absolute 1e-6 for gradients that cancel to ~0).
+    z = tf.cast(tf.random.stateless_normal((2, 5, 5, 96), seed=[1, 2], stddev=20.0), tf.bfloat16)
+    upstream = tf.cast(tf.random.stateless_normal(z.shape, seed=[3, 4]), tf.bfloat16)
+    reference = LocalResponseNormalization(groups=groups, implementation="tf_op")
+    activate = tf.nn.relu if relu_first else tf.identity
+    z32, upstream32 = tf.cast(z, tf.float32), tf.cast(upstream, tf.float32)
+    with tf.GradientTape() as tape:
+        tape.watch(z32)
+        want_y = reference(activate(z32))
+    want_dz = tape.gradient(want_y, z32, output_gradients=upstream32)
+    layer = LocalResponseNormalization(groups=groups, implementation=implementation, relu_first=relu_first)
+    got_y, got_dz = _lrn_and_gradient(layer, z, upstream)
+    assert got_y.dtype == got_dz.dtype == tf.bfloat16
+    for got, want in ((got_y, want_y), (got_dz, want_dz)):
+        np.testing.assert_allclose(tf.cast(got, tf.float32).numpy(), want.numpy(), rtol=BFLOAT16_ULP, atol=1e-6)
+
+
+def test_relu_first_lrn_is_the_same_eagerly_and_nested_in_a_jit_compiled_function():
+    # Eagerly under a tape (where the forward's input is kept from the tape) and inside jit_compile=True.
+    z, upstream = _pre_activations((2, 3, 3, 8), 5.0, seed=0)
+    layer = LocalResponseNormalization(alpha=1.0, relu_first=True)
+    eager_y, eager_dz = _lrn_and_gradient(layer, z, upstream)
+    compiled = tf.function(lambda z, upstream: _lrn_and_gradient(layer, z, upstream), jit_compile=True)
+    jit_y, jit_dz = compiled(z, upstream)
+    np.testing.assert_allclose(jit_y.numpy(), eager_y.numpy(), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(jit_dz.numpy(), eager_dz.numpy(), rtol=1e-5, atol=1e-6)
 
 
 def test_lrn_auto_is_xla_without_a_gpu():
@@ -160,11 +233,16 @@ def test_lrn_rejects_channels_not_divisible_by_groups():
 
 
 def test_lrn_config_round_trip():
-    layer = LocalResponseNormalization(size=3, alpha=2e-4, beta=0.5, k=1.0, groups=2, implementation="matmul", name="n")
+    layer = LocalResponseNormalization(
+        size=3, alpha=2e-4, beta=0.5, k=1.0, groups=2, implementation="matmul", relu_first=True, name="n"
+    )
     clone = LocalResponseNormalization.from_config(layer.get_config())
     assert clone.get_config() == layer.get_config()
     assert (clone.size, clone.alpha, clone.beta, clone.k, clone.groups) == (3, 2e-4, 0.5, 1.0, 2)
-    assert clone.implementation == "matmul"
+    assert clone.implementation == "matmul" and clone.relu_first
+    # A config saved before relu_first existed loads as the plain LRN.
+    old_config = {key: value for key, value in layer.get_config().items() if key != "relu_first"}
+    assert not LocalResponseNormalization.from_config(old_config).relu_first
 
 
 def test_custom_layers_survive_keras_save_and_load(tmp_path):

@@ -63,6 +63,43 @@ def test_two_tower_lrn_normalises_each_tower():
     assert [model.get_layer(f"conv{i}_lrn").groups for i in (1, 2)] == [2, 2]
 
 
+@pytest.mark.parametrize("towers", [1, 2])
+def test_lrn_applies_the_relu_of_conv1_and_conv2_and_older_checkpoints_load(towers, tmp_path):
+    # The LRN takes conv1's and conv2's ReLU into its own fused passes: the net is the same function
+    # of the same weights as conv -> ReLU -> LRN, so weights saved from that older structure load.
+    model = build_alexnet(norm="lrn", towers=towers, num_classes=10, input_shape=(67, 67, 3), seed=0)
+    for conv in ("conv1", "conv2"):
+        assert model.get_layer(conv).activation is keras.activations.linear
+        assert model.get_layer(f"{conv}_lrn").relu_first
+    assert model.get_layer("conv3").activation is keras.activations.relu
+
+    def as_before(layer):
+        config = layer.get_config()
+        if isinstance(layer, LocalResponseNormalization):
+            config["relu_first"] = False
+        elif layer.name in ("conv1", "conv2"):
+            config["activation"] = "relu"
+        return layer.__class__.from_config(config)
+
+    older = keras.models.clone_model(model, clone_function=as_before)
+    assert older.get_layer("conv1").activation is keras.activations.relu
+    rng = np.random.default_rng(0)
+    older.set_weights([w + rng.normal(scale=0.01, size=w.shape).astype(w.dtype) for w in older.get_weights()])
+    path = tmp_path / "older.weights.h5"
+    keras.Model(older.inputs, older.outputs, name=older.name).save_weights(path)  # as Run.save_weights does
+    model.load_weights(path)
+    for loaded, saved in zip(model.get_weights(), older.get_weights()):
+        np.testing.assert_array_equal(loaded, saved)
+    images = rng.normal(scale=50.0, size=(2, 67, 67, 3)).astype(np.float32)
+    np.testing.assert_allclose(model(images).numpy(), older(images).numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_tanh_lrn_net_keeps_the_activation_in_the_convs():
+    model = build_alexnet(norm="lrn", activation="tanh", input_shape=(64, 64, 3))
+    assert model.get_layer("conv1").activation is keras.activations.tanh
+    assert not model.get_layer("conv1_lrn").relu_first
+
+
 @pytest.mark.parametrize("layer,towers_apart", [("conv2", True), ("conv3", False), ("conv4", True), ("conv5", True)])
 def test_two_tower_connectivity(layer, towers_apart):
     model = build_alexnet(towers=2, input_shape=(64, 64, 3), seed=0)
