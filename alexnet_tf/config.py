@@ -66,6 +66,7 @@ class TrainConfig:
             "pooling": self.pooling,
             "activation": self.activation,
             "init": self.init,
+            "dropout": self.dropout,
             "learning_rate": self.learning_rate,
             "lr_schedule": self.lr_schedule,
             "batch_size": self.batch_size,

@@ -1,5 +1,6 @@
 """--crop_padding (crops of the mirrored-out image, the CIFAR convention) and --label_smoothing."""
 
+import dataclasses
 import json
 
 import keras
@@ -89,6 +90,26 @@ def test_training_views_are_crops_of_the_canvas_at_every_offset(encoded):
             seen.update(matches)
     assert len({(top, left) for top, left, _ in seen}) > 20  # of 49 offsets, from 64 draws
     assert {flipped for _, _, flipped in seen} == {False, True}
+
+
+def test_training_views_subtract_the_mean_images_crop_at_the_same_place():
+    image = ramp_image(8)
+    stats = dataclasses.replace(stats_with(), mean_image=np.random.default_rng(1).uniform(0, 50, (18, 18, 3)).astype(np.float32))
+    canvas = preprocessing.canvas(image, SIZE, PADDING).numpy() - preprocessing.canvas(stats.mean_image, SIZE, PADDING).numpy()
+    candidates = [
+        crop
+        for top in range(2 * PADDING + 1)
+        for left in range(2 * PADDING + 1)
+        for crop in (canvas[top : top + SIZE, left : left + SIZE], canvas[top : top + SIZE, left : left + SIZE][:, ::-1])
+    ]
+    source = tf.data.Dataset.from_tensor_slices((np.stack([image] * 8), np.zeros(8, np.int64)))
+    batches = input_pipeline.train_dataset(
+        source.repeat(), batch_size=8, stats=stats, image_size=SIZE, seed=3, pca_std=0.0, crop_padding=PADDING,
+        mean="image", shuffle_buffer=1,
+    )  # fmt: skip
+    views = next(iter(batches))[0].numpy()
+    for view in views:
+        assert any(np.allclose(view, crop, atol=1e-3) for crop in candidates), "the mean image's crop is not the view's"
 
 
 @pytest.mark.parametrize("ten_crop", [False, True])

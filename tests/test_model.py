@@ -187,15 +187,22 @@ def test_logits_stay_float32_under_mixed_precision():
     assert model(np.zeros((1, 64, 64, 3), np.float32)).dtype == tf.float32
 
 
-@pytest.mark.parametrize("norm,towers", [("lrn", 1), ("batchnorm", 1), ("none", 1), ("lrn", 2)])
-def test_a_few_sgd_steps_lower_the_loss_on_a_fixed_batch(norm, towers):
+@pytest.mark.parametrize(
+    "norm,towers,width,pooling",
+    [
+        ("lrn", 1, "full", "overlapping"), ("batchnorm", 1, "full", "overlapping"), ("none", 1, "full", "overlapping"),
+        ("lrn", 2, "full", "overlapping"), ("lrn", 1, "half", "overlapping"), ("lrn", 2, "full", "non_overlapping"),
+    ],
+)  # fmt: skip
+def test_a_few_sgd_steps_lower_the_loss_on_a_fixed_batch(norm, towers, width, pooling):
     # He initialisation on unit-scale inputs: the paper's N(0, 0.01) needs far
     # more steps to leave its initial plateau (studied in the experiments).
     rng = np.random.default_rng(0)
     images = rng.uniform(-1, 1, size=(8, 64, 64, 3)).astype(np.float32)
     labels = np.arange(8) % 4
     model = build_alexnet(
-        num_classes=4, norm=norm, towers=towers, input_shape=(64, 64, 3), dropout=0.0, init="he", seed=0
+        num_classes=4, norm=norm, towers=towers, input_shape=(64, 64, 3), dropout=0.0, init="he", seed=0,
+        width=width, pooling=pooling,
     )
     model.compile(
         optimizer=keras.optimizers.SGD(learning_rate=1e-3),
