@@ -665,7 +665,8 @@ def init_claim_row(runs_of, paper="ablation_paper_init", small="ablation_lrn"):
         judged = claims.DOES_NOT_HOLD
     else:
         judged = claims.INCONCLUSIVE
-    top1 = claims.difference(_arm(small_runs).top1, _arm(paper_runs).top1, _arm(paper_runs).validation_examples)
+    paper_arm = _arm(paper_runs)
+    top1 = claims.difference(_arm(small_runs).top1, paper_arm.top1, paper_arm.validation_examples)
     ours = (
         f"epochs before the loss left ln 10: biases 1 {', '.join(map(str, on_paper))}; biases 0.1 "
         f"{', '.join(map(str, on_small))} (per seed); top-1 {_gain(top1)} points for biases 1"
