@@ -509,28 +509,36 @@ def _epochs_and_steps(run, epochs):
 
 def figure1_sweep_sentence(runs):
     """Each activation's learning rates and their epochs to 25% training error, and whether the
-    fastest rate lies inside the sweep (a rate at its edge leaves open that one beyond is faster)."""
+    fastest rate lies inside the sweep (a rate at its edge leaves open that one beyond is faster).
+    Rates that never reached it rank by their last training error: the rate that came closest."""
     parts, verdicts = [], []
     for activation in ("relu", "tanh"):
-        tried = {}
+        tried = {}  # rate -> its best (epochs to reach or inf, last training error, epochs trained)
         for run in runs:
             if is_four_layer(run) and run.hparams.get("activation") == activation:
                 curve = run.curves.get("top1_error") or []
                 epochs = epochs_to_reach(curve, FIGURE1_TRAIN_ERROR)
                 rate = run.hparams.get("learning_rate")
-                tried.setdefault(rate, []).append(epochs if epochs else math.inf)
+                outcome = (epochs or math.inf, curve[-1] if curve else math.inf, len(curve))
+                tried[rate] = min(tried.get(rate, outcome), outcome)
         if not tried:
             continue
-        fastest = {rate: min(values) for rate, values in tried.items()}
-        rates = sorted(fastest)
-        parts.append(f"{'ReLU' if activation == 'relu' else 'tanh'} " + ", ".join(
-            f"{rate:g}: {'not reached' if fastest[rate] == math.inf else fastest[rate]}" for rate in rates
-        ))  # fmt: skip
-        best = min(rates, key=lambda rate: (fastest[rate], rate))
+        rates = sorted(tried)
         name = "ReLU" if activation == "relu" else "tanh"
-        if fastest[best] == math.inf:
-            verdicts.append(f"no {name} rate reached it")
-        elif len(rates) >= 3 and best not in (rates[0], rates[-1]):
+
+        def outcome_text(rate):
+            epochs, last_error, trained = tried[rate]
+            if epochs != math.inf:
+                return str(epochs)
+            return f"not reached ({_percent(last_error)}% after {trained})" if last_error != math.inf else "not reached"
+
+        parts.append(f"{name} " + ", ".join(f"{rate:g}: {outcome_text(rate)}" for rate in rates))
+        best = min(rates, key=lambda rate: (tried[rate][0], tried[rate][1], rate))
+        inside = len(rates) >= 3 and best not in (rates[0], rates[-1])
+        if tried[best][0] == math.inf:
+            closest = f"no {name} rate reached it; the closest, {best:g}, "
+            verdicts.append(closest + ("lies inside its sweep" if inside else "is at the edge of its sweep"))
+        elif inside:
             verdicts.append(f"{name}'s fastest rate, {best:g}, lies inside its sweep")
         else:
             verdicts.append(f"{name}'s fastest rate, {best:g}, is at the edge of its sweep (a rate beyond it may be faster)")

@@ -137,11 +137,24 @@ def test_figure1_row_sentence_and_sweep():
     sentence = report.figure1_sentence(report.figure1_ratio(runs))
     assert "took 3 epochs (1,053 steps)" in sentence and "took 15 epochs (5,265 steps)" in sentence
     sweep = report.figure1_sweep_sentence(runs)
-    assert "ReLU 0.001: 5, 0.003: 3, 0.01: 4; tanh 0.01: 21, 0.03: 15, 0.1: not reached" in sweep
+    assert "ReLU 0.001: 5, 0.003: 3, 0.01: 4; tanh 0.01: 21, 0.03: 15, 0.1: not reached (60.0% after 30)" in sweep
     assert "ReLU's fastest rate, 0.003, lies inside its sweep" in sweep
     assert "tanh's fastest rate, 0.03, lies inside its sweep" in sweep
     edge = report.figure1_sweep_sentence(figure1_runs(tanh_rates=(0.01, 0.03)))
     assert "tanh's fastest rate, 0.03, is at the edge of its sweep" in edge
+
+
+def test_figure1_sweep_without_a_tanh_run_at_25_percent_names_the_closest_rate():
+    relu = figure1_runs(tanh_rates=())
+    closest_inside = relu + [
+        four_layer_run("full_figure1_tanh", f"run{i + 1}", "tanh", rate, [0.6, last])
+        for i, (rate, last) in enumerate([(0.003, 0.33), (0.01, 0.29), (0.03, 0.31)])
+    ]
+    sweep = report.figure1_sweep_sentence(closest_inside)
+    assert "tanh 0.003: not reached (33.0% after 2), 0.01: not reached (29.0% after 2)" in sweep
+    assert "no tanh rate reached it; the closest, 0.01, lies inside its sweep" in sweep
+    closest_at_edge = report.figure1_sweep_sentence(closest_inside[:-1])
+    assert "no tanh rate reached it; the closest, 0.01, is at the edge of its sweep" in closest_at_edge
 
 
 def test_figure1_row_with_a_tanh_run_stopped_short_is_a_lower_bound():
