@@ -195,16 +195,16 @@ def test_deterministic_runs_and_their_recorded_flags_reproduce_bit_for_bit(tmp_p
     first = run_module("train", *args)
     assert first.returncode == 0, first.stderr[-2000:]
     run1 = tmp_path / "det" / "run1"
-    # The same flags again (a new run, run2), and the run's own flagfile (run3).
-    second = run_module("train", *args)
-    third = run_module("train", f"--flagfile={run1 / 'flags.txt'}")
-    assert second.returncode == 0 and third.returncode == 0, second.stderr[-2000:] + third.stderr[-2000:]
+    # A second process from the run's own flagfile (a new run, run2): the same weights to the bit
+    # shows both that the run is deterministic and that its recorded flags are complete.
+    second = run_module("train", f"--flagfile={run1 / 'flags.txt'}")
+    assert second.returncode == 0, second.stderr[-2000:]
     reference = weights_of(run1 / "checkpoints" / "latest.weights.h5")
     assert len(reference) > 10
-    for other in ("run2", "run3"):
-        for (name, a), (other_name, b) in zip(reference, weights_of(tmp_path / "det" / other / "checkpoints" / "latest.weights.h5")):
-            assert name == other_name
-            np.testing.assert_array_equal(a, b, err_msg=f"{other}: {name}")
+    repeated = weights_of(tmp_path / "det" / "run2" / "checkpoints" / "latest.weights.h5")
+    assert [name for name, _ in repeated] == [name for name, _ in reference]
+    for (name, a), (_, b) in zip(reference, repeated):
+        np.testing.assert_array_equal(a, b, err_msg=name)
 
 
 @pytest.mark.slow
