@@ -35,11 +35,17 @@ $(INSTALLED): requirements.txt
 
 install: $(INSTALLED) ## Create .venv/ and install the pinned requirements into it
 
-test: $(INSTALLED) ## Run the whole test suite (PYTEST_ARGS="-k lrn" to select)
-	$(PY) -m pytest $(PYTEST_ARGS)
+# The suite in TEST_WORKERS processes (pytest-xdist), a test file to each at a time so that a file's
+# shared fixtures are built once. Two workers help even on 2 cores, since many tests wait on subprocess
+# start-up (README gives the times). Each worker loads TensorFlow; TEST_WORKERS=0 runs one process.
+TEST_WORKERS ?= 2
+PYTEST := $(PY) -m pytest --numprocesses=$(TEST_WORKERS) --dist=loadfile
+
+test: $(INSTALLED) ## Run the whole test suite (PYTEST_ARGS="-k lrn" to select; TEST_WORKERS=0 for one process)
+	$(PYTEST) $(PYTEST_ARGS)
 
 test-quick: $(INSTALLED) ## The test suite without the slow tests (real training runs, subprocess batteries)
-	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(PYTEST) -m "not slow" $(PYTEST_ARGS)
 
 train: $(INSTALLED) ## Train (DATASET=cifar10 DATA_DIR=... EPOCHS=... NORM=... FLAGS=...)
 	$(PY) -m alexnet_tf.train $(TRAIN_ARGS)
