@@ -510,33 +510,37 @@ def _epochs_and_steps(run, epochs):
 def figure1_sweep_sentence(runs):
     """Each activation's learning rates and their epochs to 25% training error, and whether the
     fastest rate lies inside the sweep (a rate at its edge leaves open that one beyond is faster).
-    Rates that never reached it rank by their last training error: the rate that came closest."""
+    Rates that never reached it rank by their training error after the epochs all of them trained:
+    the rate that came closest."""
     parts, verdicts = [], []
     for activation in ("relu", "tanh"):
-        tried = {}  # rate -> its best (epochs to reach or inf, last training error, epochs trained)
+        curves = {}  # rate -> the training-error curves of its runs (epochs without a figure left out)
         for run in runs:
             if is_four_layer(run) and run.hparams.get("activation") == activation:
-                curve = run.curves.get("top1_error") or []
-                epochs = epochs_to_reach(curve, FIGURE1_TRAIN_ERROR)
-                rate = run.hparams.get("learning_rate")
-                outcome = (epochs or math.inf, curve[-1] if curve else math.inf, len(curve))
-                tried[rate] = min(tried.get(rate, outcome), outcome)
-        if not tried:
+                curve = [value for value in run.curves.get("top1_error") or [] if value is not None]
+                if curve:
+                    curves.setdefault(run.hparams.get("learning_rate"), []).append(curve)
+        if not curves:
             continue
-        rates = sorted(tried)
+        reached = {rate: min((epochs_to_reach(c, FIGURE1_TRAIN_ERROR) or math.inf for c in cs)) for rate, cs in curves.items()}
+        unreached = {rate: cs for rate, cs in curves.items() if reached[rate] == math.inf}
+        # Unreached rates compare at the same epoch, so that a longer run is not closer for its length.
+        common = min((len(c) for cs in unreached.values() for c in cs), default=0)
+        closeness = {rate: min(c[common - 1] for c in cs) for rate, cs in unreached.items()}
+        rates = sorted(curves)
         name = "ReLU" if activation == "relu" else "tanh"
 
-        def outcome_text(rate):
-            epochs, last_error, trained = tried[rate]
-            if epochs != math.inf:
-                return str(epochs)
-            return f"not reached ({_percent(last_error)}% after {trained})" if last_error != math.inf else "not reached"
+        def outcome(rate):
+            if reached[rate] != math.inf:
+                return str(reached[rate])
+            longest = max(curves[rate], key=len)
+            return f"not reached ({_percent(min(c[-1] for c in curves[rate] if len(c) == len(longest)))}% after {len(longest)})"
 
-        parts.append(f"{name} " + ", ".join(f"{rate:g}: {outcome_text(rate)}" for rate in rates))
-        best = min(rates, key=lambda rate: (tried[rate][0], tried[rate][1], rate))
+        parts.append(f"{name} " + ", ".join(f"{rate:g}: {outcome(rate)}" for rate in rates))
+        best = min(rates, key=lambda rate: (reached[rate], closeness.get(rate, 0), rate))
         inside = len(rates) >= 3 and best not in (rates[0], rates[-1])
-        if tried[best][0] == math.inf:
-            closest = f"no {name} rate reached it; the closest, {best:g}, "
+        if reached[best] == math.inf:
+            closest = f"no {name} rate reached it; the closest after {common} epochs, {best:g}, "
             verdicts.append(closest + ("lies inside its sweep" if inside else "is at the edge of its sweep"))
         elif inside:
             verdicts.append(f"{name}'s fastest rate, {best:g}, lies inside its sweep")

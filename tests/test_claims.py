@@ -146,15 +146,29 @@ def test_figure1_row_sentence_and_sweep():
 
 def test_figure1_sweep_without_a_tanh_run_at_25_percent_names_the_closest_rate():
     relu = figure1_runs(tanh_rates=())
-    closest_inside = relu + [
-        four_layer_run("full_figure1_tanh", f"run{i + 1}", "tanh", rate, [0.6, last])
-        for i, (rate, last) in enumerate([(0.003, 0.33), (0.01, 0.29), (0.03, 0.31)])
-    ]
-    sweep = report.figure1_sweep_sentence(closest_inside)
-    assert "tanh 0.003: not reached (33.0% after 2), 0.01: not reached (29.0% after 2)" in sweep
-    assert "no tanh rate reached it; the closest, 0.01, lies inside its sweep" in sweep
-    closest_at_edge = report.figure1_sweep_sentence(closest_inside[:-1])
-    assert "no tanh rate reached it; the closest, 0.01, is at the edge of its sweep" in closest_at_edge
+
+    def tanh(*rates_and_curves):
+        return [
+            four_layer_run("full_figure1_tanh", f"run{i + 1}", "tanh", rate, curve)
+            for i, (rate, curve) in enumerate(rates_and_curves)
+        ]
+
+    inside = tanh((0.003, [0.6, 0.33]), (0.01, [0.6, 0.29]), (0.03, [0.6, 0.31]))
+    sweep = report.figure1_sweep_sentence(relu + inside)
+    assert "tanh 0.003: not reached (33.0% after 2), 0.01: not reached (29.0% after 2), 0.03: not reached (31.0% after 2)" in sweep
+    assert "no tanh rate reached it; the closest after 2 epochs, 0.01, lies inside its sweep" in sweep
+    at_edge = tanh((0.003, [0.6, 0.33]), (0.01, [0.6, 0.31]), (0.03, [0.6, 0.29]))
+    assert "the closest after 2 epochs, 0.03, is at the edge of its sweep" in report.figure1_sweep_sentence(relu + at_edge)
+    # A longer run is not closer for its length: the rates compare after the epochs all trained;
+    # a rate tried twice counts its better run; an epoch without a figure and a run without a
+    # curve are left out.
+    uneven = tanh(
+        (0.003, [0.6, 0.33]), (0.01, [0.6, 0.30, 0.27, 0.26]), (0.01, [0.6, 0.40]),
+        (0.03, [0.6, 0.28, None]), (0.1, []),
+    )
+    sweep = report.figure1_sweep_sentence(relu + uneven)
+    assert "tanh 0.003: not reached (33.0% after 2), 0.01: not reached (26.0% after 4), 0.03: not reached (28.0% after 2)." in sweep
+    assert "the closest after 2 epochs, 0.03, is at the edge of its sweep" in sweep
 
 
 def test_figure1_row_with_a_tanh_run_stopped_short_is_a_lower_bound():

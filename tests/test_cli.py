@@ -345,8 +345,9 @@ def test_cifar10_download_without_network_fails_at_once_and_leaves_nothing(tmp_p
     assert "point --data_dir or $ALEXNET_TF_DATA_DIR at a folder of CIFAR-10 binary batches" in lines[0]
     assert "Traceback" not in result.stderr
     assert list(tfds_dir.iterdir()) == [] and not (tmp_path / "experiments").exists()
-    # Start-up (TensorFlow's import) included; tfds's retries took about 3.5 minutes.
-    assert elapsed < 30, elapsed
+    # Start-up (TensorFlow's import, slower beside the suite's other worker) included; tfds's
+    # retries took about 3.5 minutes.
+    assert elapsed < 60, elapsed
 
 
 def test_imagenet_folder_without_train_or_tar_files_fails_at_once_and_leaves_nothing(tmp_path):

@@ -396,7 +396,9 @@ def test_a_wrong_dispatcher_address_fails_in_one_line_within_seconds(tmp_path):
     assert result.returncode == 1 and len(errors) == 1, result.stderr[-2000:]
     assert f"no tf.data service dispatcher at {HOST}:{port}" in errors[0] and "--role=dispatcher" in errors[0]
     assert "Traceback" not in result.stderr and not any(tmp_path.iterdir())  # refused before the run was made
-    assert elapsed < 30, elapsed  # TensorFlow's start-up, then at once
+    # TensorFlow's start-up, then at once (a minute allows for the suite's other worker on 2 cores;
+    # without the check the trainer waits on the address until the subprocess timeout).
+    assert elapsed < 60, elapsed
 
 
 @pytest.mark.parametrize(
