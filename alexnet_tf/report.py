@@ -650,14 +650,22 @@ def figure1_claim_row(runs_of):
             f"{ratio.relu_run.hparams.get('learning_rate'):g}, {tanh})"
         )
         judged = claims.ratio_verdict(value, FIGURE1_PAPER_RATIO, is_bound=bound)
-    rates = {name: len(runs_of.get(name, [])) for name in FIGURE1_EXPERIMENTS}
-    arms = ", ".join(f"`{name}` {count} learning rate{'' if count == 1 else 's'}" for name, count in rates.items())
+    arms = ", ".join(_sweep_arm(name, runs_of.get(name, [])) for name in FIGURE1_EXPERIMENTS)
+    lengths = sorted({len(run.curves.get("top1_error") or []) for run in runs} - {0})
+    epochs = f"{lengths[0]}–{lengths[-1]} epochs" if len(lengths) > 1 else f"{lengths[0] if lengths else 35} epochs"
     return [
         "ReLUs reach 25% training error on CIFAR-10 faster than tanh (Figure 1)",
         "about 6× fewer epochs",
-        ours, arms + ", one seed each", judged,
-        "the training set's 45,000 images, 32x32, 35 epochs; each side's fastest rate of its sweep (the study below)",
+        ours, arms, judged,
+        f"the training set's 45,000 images, 32x32, {epochs}; each side's fastest rate of its sweep (the study below)",
     ]
+
+
+def _sweep_arm(name, runs):
+    """"`name` 4 learning rates (5 runs)": a rate run twice counts once."""
+    rates = {run.hparams.get("learning_rate") for run in runs}
+    text = f"`{name}` {len(rates)} learning rate{'' if len(rates) == 1 else 's'}"
+    return text + (f" ({len(runs)} runs)" if len(runs) != len(rates) else ", one run each")
 
 
 def init_claim_row(runs_of, paper="ablation_paper_init", small="ablation_lrn"):

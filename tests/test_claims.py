@@ -179,6 +179,13 @@ def test_figure1_row_with_a_tanh_run_stopped_short_is_a_lower_bound():
         "ReLUs reach 25% training error on CIFAR-10 faster than tanh (Figure 1)"
     ]
     assert row[2].startswith("≥ 4.3× ") and row[4] == claims.HOLDS_AT_LEAST
+    # A rate tried twice counts once, and the runs' lengths show in the setting.
+    runs.append(four_layer_run("full_figure1_tanh", "run5", "tanh", 0.05, [0.6] * 40))
+    row = table_rows(report.claims_table(experiments_of(runs)))[
+        "ReLUs reach 25% training error on CIFAR-10 faster than tanh (Figure 1)"
+    ]
+    assert row[3] == "`full_figure1_relu` 3 learning rates, one run each, `full_figure1_tanh` 4 learning rates (5 runs)"
+    assert "32x32, 3–40 epochs;" in row[5]
 
 
 def test_figure1_plot_draws_relu_solid_and_tanh_dashed_with_a_marker_per_rate():
