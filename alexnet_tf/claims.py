@@ -137,7 +137,7 @@ CLAIMS = (
         "Normalisation helps cuda-convnet's CIFAR-10 net (section 3.3)",
         "13% → 11% test error (−2 points)",
         worse="cuda_convnet_none", better="cuda_convnet_lrn", paper_top1=2.0, paper_top5=None,
-        differs="validation part of the training images, 60 epochs (the cfg's schedule: over 500), one learning rate and weight decay for all layers",
+        differs="validation part of the training images, 60 epochs (the cfg's schedule: over 500), one learning rate and weight decay for all layers, bfloat16 compute",
     ),
     Claim(
         "LRN lowers AlexNet's error (section 3.3)",
