@@ -104,6 +104,8 @@ def test_claims_table_rows_from_the_arms_runs():
         assert rows[unmeasured][4] == claims.NOT_MEASURED and rows[unmeasured][2] == "–"
     figure1 = rows["ReLUs reach 25% training error on CIFAR-10 faster than tanh (Figure 1)"]
     assert figure1[4] == claims.NOT_MEASURED
+    assert figure1[3] == "`full_figure1_relu` 0 runs, `full_figure1_tanh` 0 runs"
+    assert "32x32, each side's fastest rate" in figure1[5]
 
 
 def four_layer_run(experiment, name, activation, lr, train):
@@ -169,6 +171,16 @@ def test_figure1_sweep_without_a_tanh_run_at_25_percent_names_the_closest_rate()
     sweep = report.figure1_sweep_sentence(relu + uneven)
     assert "tanh 0.003: not reached (33.0% after 2), 0.01: not reached (26.0% after 4), 0.03: not reached (28.0% after 2)." in sweep
     assert "the closest after 2 epochs, 0.03, is at the edge of its sweep" in sweep
+
+
+def test_figure1_shorter_rerun_of_a_rate_that_reached_25_percent_leaves_the_ratio_exact():
+    # tanh 0.03 reached 25% at epoch 15; a 12-epoch rerun of 0.03 tells nothing new about it.
+    runs = figure1_runs() + [four_layer_run("full_figure1_tanh", "run4", "tanh", 0.03, [0.6] * 12)]
+    ratio = report.figure1_ratio(runs)
+    assert (ratio.tanh_epochs, ratio.tanh_min_epochs, ratio.value) == (15, 15, 5.0)
+    # The same 12 epochs at a rate that never reached it could have got there at 13: a bound.
+    runs[-1] = four_layer_run("full_figure1_tanh", "run4", "tanh", 0.05, [0.6] * 12)
+    assert report.figure1_ratio(runs).tanh_min_epochs == 13
 
 
 def test_figure1_row_with_a_tanh_run_stopped_short_is_a_lower_bound():

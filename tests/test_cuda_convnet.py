@@ -63,11 +63,12 @@ def test_response_normalisation_is_cuda_convnets_cmrnorm(cfg_net):
     np.testing.assert_allclose(layer(x).numpy(), expected, rtol=1e-5)
 
 
-
 @pytest.mark.parametrize("implementation", ["xla", "matmul"])
 def test_response_normalisation_in_bfloat16_is_the_float32_op_rounded(implementation):
     # The study trains this net in bfloat16: its size-9 window, k = 1, in bfloat16 in and out, float32
-    # inside, is TensorFlow's op in float32 rounded once (within one bfloat16 unit, 2**-7 relative).
+    # inside, is TensorFlow's op in float32 rounded once: within half a bfloat16 unit (2**-8 of the
+    # value), plus a hair for the float32 arithmetic's own rounding. Computing in bfloat16 throughout
+    # lands up to about a whole unit off and fails here.
     import tensorflow as tf
 
     x = tf.cast(tf.random.stateless_uniform((2, 3, 3, 64), seed=[5, 6], maxval=20.0), tf.bfloat16)
@@ -85,7 +86,8 @@ def test_response_normalisation_in_bfloat16_is_the_float32_op_rounded(implementa
     got_y, got_dx = value_and_gradient(LocalResponseNormalization(implementation=implementation, **RESPONSE_NORM), x, upstream)
     assert got_y.dtype == got_dx.dtype == tf.bfloat16
     for got, want in ((got_y, want_y), (got_dx, want_dx)):
-        np.testing.assert_allclose(tf.cast(got, tf.float32).numpy(), want.numpy(), rtol=2.0**-7, atol=1e-6)
+        np.testing.assert_allclose(tf.cast(got, tf.float32).numpy(), want.numpy(), rtol=2.0**-8 * (1 + 1e-3), atol=1e-6)
+
 
 def test_pooling_makes_cuda_convnets_output_count():
     for size in range(3, 40):
