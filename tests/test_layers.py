@@ -3,6 +3,7 @@ import pytest
 import tensorflow as tf
 import keras
 
+from alexnet_tf.cuda_convnet import RESPONSE_NORM
 from alexnet_tf.layers import LRN_IMPLEMENTATIONS, GroupedConv2D, LocalResponseNormalization
 
 IMPLEMENTATIONS = [i for i in LRN_IMPLEMENTATIONS if i != "auto"]
@@ -162,6 +163,23 @@ def test_bfloat16_lrn_is_the_float32_reference_rounded(implementation, groups, r
     for got, want in ((got_y, want_y), (got_dz, want_dz)):
         np.testing.assert_allclose(tf.cast(got, tf.float32).numpy(), want.numpy(), rtol=BFLOAT16_ULP, atol=1e-6)
 
+
+
+@pytest.mark.parametrize("implementation", FAST_IMPLEMENTATIONS)
+def test_cuda_convnet_response_normalisation_in_bfloat16_is_the_float32_op_rounded(implementation):
+    # cuda-convnet's study trains in bfloat16: its size-9 window, k = 1, in bfloat16 in and out, float32
+    # inside, is TensorFlow's op in float32 rounded once: within half a bfloat16 unit (2**-8 of the
+    # value), plus a hair for the float32 arithmetic's own rounding. Computing in bfloat16 throughout
+    # lands up to about a whole unit off and fails here.
+    x = tf.cast(tf.random.stateless_uniform((2, 3, 3, 64), seed=[5, 6], maxval=20.0), tf.bfloat16)
+    upstream = tf.cast(tf.random.stateless_normal(x.shape, seed=[7, 8]), tf.bfloat16)
+    want_y, want_dx = _lrn_and_gradient(
+        LocalResponseNormalization(implementation="tf_op", **RESPONSE_NORM), tf.cast(x, tf.float32), tf.cast(upstream, tf.float32)
+    )
+    got_y, got_dx = _lrn_and_gradient(LocalResponseNormalization(implementation=implementation, **RESPONSE_NORM), x, upstream)
+    assert got_y.dtype == got_dx.dtype == tf.bfloat16
+    for got, want in ((got_y, want_y), (got_dx, want_dx)):
+        np.testing.assert_allclose(tf.cast(got, tf.float32).numpy(), want.numpy(), rtol=BFLOAT16_ULP / 2 * (1 + 1e-3), atol=1e-6)
 
 def test_relu_first_lrn_is_the_same_eagerly_and_nested_in_a_jit_compiled_function():
     # Eagerly under a tape (where the forward's input is kept from the tape) and inside jit_compile=True.
