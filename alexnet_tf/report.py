@@ -192,22 +192,22 @@ def figure1_ratio(runs):
     rate needs more than N; so when no tanh run reached it, or one that did took longer
     than N + 1, the figure is a bound (`tanh_min_epochs`). A shorter rerun of a rate that
     reached 25% in another run says nothing new about that rate and is left out."""
-    fastest, unfinished_tanh, reached_rates = {}, [], set()
+    fastest, unfinished_tanh, reached_tanh_rates = {}, [], set()
     for run in runs:
         curve = run.curves.get("top1_error") or []
         if not is_four_layer(run) or not curve:
             continue
-        activation = run.hparams.get("activation")
+        activation, rate = run.hparams.get("activation"), run.hparams.get("learning_rate")
         epochs = epochs_to_reach(curve, FIGURE1_TRAIN_ERROR)
         if epochs is None:
             if activation == "tanh":
                 unfinished_tanh.append((len(curve), run))
         else:
-            if run.hparams.get("learning_rate") is not None:  # runs of unknown rate are not reruns
-                reached_rates.add((activation, run.hparams.get("learning_rate")))
+            if activation == "tanh" and rate is not None:  # runs of unknown rate are not reruns
+                reached_tanh_rates.add(rate)
             if activation not in fastest or epochs < fastest[activation][0]:
                 fastest[activation] = (epochs, run)
-    unfinished_tanh = [(n, run) for n, run in unfinished_tanh if ("tanh", run.hparams.get("learning_rate")) not in reached_rates]
+    unfinished_tanh = [(n, run) for n, run in unfinished_tanh if run.hparams.get("learning_rate") not in reached_tanh_rates]
     if "relu" not in fastest or ("tanh" not in fastest and not unfinished_tanh):
         return None
     relu_epochs, relu_run = fastest["relu"]

@@ -164,7 +164,6 @@ def test_bfloat16_lrn_is_the_float32_reference_rounded(implementation, groups, r
         np.testing.assert_allclose(tf.cast(got, tf.float32).numpy(), want.numpy(), rtol=BFLOAT16_ULP, atol=1e-6)
 
 
-
 @pytest.mark.parametrize("implementation", FAST_IMPLEMENTATIONS)
 def test_cuda_convnet_response_normalisation_in_bfloat16_is_the_float32_op_rounded(implementation):
     # cuda-convnet's study trains in bfloat16: its size-9 window, k = 1, in bfloat16 in and out, float32
@@ -180,6 +179,7 @@ def test_cuda_convnet_response_normalisation_in_bfloat16_is_the_float32_op_round
     assert got_y.dtype == got_dx.dtype == tf.bfloat16
     for got, want in ((got_y, want_y), (got_dx, want_dx)):
         np.testing.assert_allclose(tf.cast(got, tf.float32).numpy(), want.numpy(), rtol=BFLOAT16_ULP / 2 * (1 + 1e-3), atol=1e-6)
+
 
 def test_relu_first_lrn_is_the_same_eagerly_and_nested_in_a_jit_compiled_function():
     # Eagerly under a tape (where the forward's input is kept from the tape) and inside jit_compile=True.
