@@ -284,14 +284,22 @@ def _setting(value):
     return str(value)
 
 
+def _cpu(run):
+    name = run.results.get("machine", {}).get("cpu") or "?"
+    return re.sub(r"\s+", " ", re.sub(r"\((R|TM)\)", "", name)).strip()
+
+
 def study_table(runs):
     """The Markdown table of one study's runs."""
     varied = varied_settings(runs)
     four_layer = any(is_four_layer(run) for run in runs)
+    # images/s and wall time are the machine's as much as the setting's: name it when it varies.
+    by_cpu = len({_cpu(run) for run in runs}) > 1
     header = ["run"] + [SETTING_LABELS[key] for key in varied] + ["epochs"]
     if four_layer:
         header += [f"epochs to {100 * FIGURE1_TRAIN_ERROR:.0f}% train error", "final train top-1 err %"]
-    header += ["final train loss", "best val top-1 err %", "best val top-5 err %", "at epoch", "images/s", "wall min"]
+    header += ["final train loss", "best val top-1 err %", "best val top-5 err %", "at epoch"]
+    header += ["CPU"] * by_cpu + ["images/s", "wall min"]
     rows = []
     for run in runs:
         r = run.results
@@ -311,6 +319,7 @@ def study_table(runs):
             _percent(r.get("best_validation_top1_error")),
             _percent(r.get("best_validation_top5_error")),
             str(r.get("best_epoch") or "–"),
+            *[_cpu(run)] * by_cpu,
             _number(r.get("images_per_s")),
             _number(r["wall_time_s_this_process"] / 60, 1) if r.get("wall_time_s_this_process") else "–",
         ]
@@ -611,7 +620,10 @@ def _arm(runs):
 
 
 def _gain(difference):
-    return "–" if difference is None else f"{difference.points:+.1f} ± {difference.standard_error:.1f}"
+    if difference is None:
+        return "–"
+    points = round(difference.points, 1) + 0.0  # + 0.0 turns a rounded -0.0 into 0.0: "+0.0", not "-0.0"
+    return f"{points:+.1f} ± {difference.standard_error:.1f}"
 
 
 def claim_row(claim, runs_of):

@@ -108,6 +108,15 @@ def test_claims_table_rows_from_the_arms_runs():
     assert "32x32, each side's fastest rate" in figure1[5]
 
 
+def test_a_gain_that_rounds_to_zero_is_shown_as_zero_not_minus_zero():
+    runs = [
+        error_run("ablation_lrn", 0, 0.3004, top5=0.0644), error_run("ablation_lrn", 1, 0.3004, top5=0.0644),
+        error_run("ablation_no_pca", 0, 0.3000, top5=0.0640), error_run("ablation_no_pca", 1, 0.3000, top5=0.0640),
+    ]  # fmt: skip
+    pca = table_rows(report.claims_table(experiments_of(runs)))["PCA lighting lowers the error (section 4.1)"]
+    assert pca[2].startswith("+0.0 ± ") and ", +0.0 ± " in pca[2], pca[2]
+
+
 def four_layer_run(experiment, name, activation, lr, train):
     results = {
         "hparams": {"model": "four_layer", "activation": activation, "learning_rate": lr, "batch_size": 128},

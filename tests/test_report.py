@@ -91,6 +91,19 @@ def test_report_tables_ratio_and_plots(experiments):
     assert "2 CPU cores, no GPU; TensorFlow 2.21.0" in text
 
 
+def test_a_study_s_table_names_the_cpu_only_when_its_runs_ran_on_different_ones(experiments):
+    results = experiments / "norms_none" / "run1" / "results.json"
+    data = json.loads(results.read_text())
+    data["machine"]["cpu"] = "Intel(R) Xeon(R)  Processor"
+    results.write_text(json.dumps(data))
+    text = report.write_report(experiments).read_text()
+    lrn_vs_none = text.split("## LRN vs none")[1].split("\n## ")[0]
+    assert "| at epoch | CPU | images/s | wall min |" in lrn_vs_none
+    assert "| 3 | Intel Xeon Processor | 123 | 10.0 |" in lrn_vs_none and "| 3 | ? | 123 | 10.0 |" in lrn_vs_none
+    towers = text.split("## Towers")[1].split("\n## ")[0]  # norms_lrn and towers: one (unknown) CPU
+    assert "| CPU |" not in towers and "| at epoch | images/s | wall min |" in towers
+
+
 def test_report_without_a_reached_target_says_so(experiments):
     results = experiments / "fig1_tanh" / "run1" / "results.json"
     data = json.loads(results.read_text())
