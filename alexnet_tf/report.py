@@ -299,7 +299,7 @@ def study_table(runs):
     if four_layer:
         header += [f"epochs to {100 * FIGURE1_TRAIN_ERROR:.0f}% train error", "final train top-1 err %"]
     header += ["final train loss", "best val top-1 err %", "best val top-5 err %", "at epoch"]
-    header += ["CPU"] * by_cpu + ["images/s", "wall min"]
+    header += (["CPU"] if by_cpu else []) + ["images/s", "wall min"]
     rows = []
     for run in runs:
         r = run.results
@@ -319,7 +319,7 @@ def study_table(runs):
             _percent(r.get("best_validation_top1_error")),
             _percent(r.get("best_validation_top5_error")),
             str(r.get("best_epoch") or "–"),
-            *[_cpu(run)] * by_cpu,
+            *([_cpu(run)] if by_cpu else []),
             _number(r.get("images_per_s")),
             _number(r["wall_time_s_this_process"] / 60, 1) if r.get("wall_time_s_this_process") else "–",
         ]
