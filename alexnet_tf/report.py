@@ -191,7 +191,8 @@ def figure1_ratio(runs):
     A tanh run that trained N epochs without reaching 25% shows only that its learning
     rate needs more than N; so when no tanh run reached it, or one that did took longer
     than N + 1, the figure is a bound (`tanh_min_epochs`). A shorter rerun of a rate that
-    reached 25% in another run says nothing new about that rate and is left out."""
+    reached 25% in another run, or that a longer run of it did not reach in its N, says
+    nothing new about that rate and is left out."""
     fastest, unfinished_tanh, reached_tanh_rates = {}, [], set()
     for run in runs:
         curve = run.curves.get("top1_error") or []
@@ -207,7 +208,13 @@ def figure1_ratio(runs):
                 reached_tanh_rates.add(rate)
             if activation not in fastest or epochs < fastest[activation][0]:
                 fastest[activation] = (epochs, run)
-    unfinished_tanh = [(n, run) for n, run in unfinished_tanh if run.hparams.get("learning_rate") not in reached_tanh_rates]
+    longest_unfinished = {}  # per learning rate (runs of unknown rate each on their own): its longest run
+    for n, run in unfinished_tanh:
+        rate = run.hparams.get("learning_rate")
+        key = ("rate", rate) if rate is not None else ("run", id(run))
+        if rate not in reached_tanh_rates and (key not in longest_unfinished or n > longest_unfinished[key][0]):
+            longest_unfinished[key] = (n, run)
+    unfinished_tanh = list(longest_unfinished.values())
     if "relu" not in fastest or ("tanh" not in fastest and not unfinished_tanh):
         return None
     relu_epochs, relu_run = fastest["relu"]

@@ -160,6 +160,21 @@ def test_figure1_ratio_takes_each_activations_fastest_run_and_knows_its_bounds()
     assert report.figure1_sentence(None).startswith("No ReLU run reached 25%")
 
 
+def test_figure1_ratio_bounds_by_each_tanh_rates_longest_run_only():
+    def run(activation, name, rate, curve):
+        hparams = {"model": "four_layer", "activation": activation, "learning_rate": rate}
+        return Run(activation, name, {"hparams": hparams, "curves": {"top1_error": curve}})
+
+    relu = run("relu", "run1", 0.003, [0.5, 0.2])
+    tanh_reached = run("tanh", "run1", 0.01, [0.9] * 5 + [0.2])  # 6 epochs
+    short, long = run("tanh", "run2", 0.03, [0.9] * 3), run("tanh", "run3", 0.03, [0.9] * 6)
+    # 0.03's 6 epochs without reaching 25% outweigh its 3: it cannot beat 0.01's 6, so the ratio is a figure.
+    ratio = report.figure1_ratio([relu, tanh_reached, short, long])
+    assert (ratio.tanh_epochs, ratio.tanh_min_epochs, ratio.value) == (6, 6, 3.0)
+    # With only the 3-epoch run of 0.03, it could: a bound.
+    assert report.figure1_ratio([relu, tanh_reached, short]).tanh_min_epochs == 4
+
+
 def test_report_of_a_real_run(run_dir, tmp_path):
     # The trainer's own results.json (a one-epoch run) is what the report reads.
     experiments = tmp_path / "experiments"
