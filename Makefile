@@ -31,6 +31,7 @@ $(INSTALLED): requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m alexnet_tf.native_lrn
 	touch $@
 
 install: $(INSTALLED) ## Create .venv/ and install the pinned requirements into it

@@ -465,7 +465,11 @@ def lrn_layer_timings(settings, log=print):
     tf.get_logger().addFilter(_SkipRetracingWarning())
     start = time.perf_counter()
     batch_size, image_size = settings["batch_size"], settings["image_size"]
-    implementations = [name for name in LRN_IMPLEMENTATIONS if name != "auto"]
+    from alexnet_tf import native_lrn
+
+    implementations = [n for n in LRN_IMPLEMENTATIONS if n != "auto" and (n != "native" or native_lrn.ops())]
+    if "native" not in implementations:
+        log(f"LRN kernel unavailable, left out: {native_lrn.unavailable_reason()}", flush=True)
     precisions = resolve_precisions(settings["precisions"])
     calls = {}  # (layer description, implementation) -> a function timing one call
     for towers, precision in ((t, p) for t in settings["towers"] for p in precisions):

@@ -25,7 +25,7 @@ STRATEGIES = ("mirrored", "one_device", "multi_worker")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 # Short names for the precisions, as the benchmark's flags and tables use them.
 PRECISION_SHORT_NAMES = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
-LRN_IMPLEMENTATIONS = ("auto", "xla", "matmul", "tf_op")
+LRN_IMPLEMENTATIONS = ("auto", "native", "xla", "matmul", "tf_op")
 
 
 def check_choice(name, value, allowed, error=ValueError):

@@ -13,6 +13,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from alexnet_tf import native_lrn
 from alexnet_tf.choices import LRN_IMPLEMENTATIONS, check_choice  # noqa: F401  (LRN_IMPLEMENTATIONS re-exported)
 
 
@@ -110,6 +111,42 @@ def _banded_matmul_window_sum(v, band):
     shape = tf.shape(v)
     summed = tf.matmul(tf.reshape(v, [-1, v.shape[-1]]), band)
     return tf.reshape(summed, shape)
+
+
+@functools.cache
+def _native_lrn(radius, alpha_over_size, beta, k, groups, relu_first):
+    """The LRN as a `tf.custom_gradient` function of the C++ kernel's two ops (`native_lrn`)."""
+    library = native_lrn.ops()
+    settings = dict(
+        radius=radius, alpha_over_size=alpha_over_size, beta=beta, k=k, groups=groups, relu_first=relu_first
+    )
+
+    @tf.custom_gradient
+    def lrn(inputs):
+        # The kernel reads and writes float32 and bfloat16; other dtypes (float16) go through float32.
+        kernel_dtype = inputs.dtype if inputs.dtype in (tf.float32, tf.bfloat16) else tf.float32
+        kernel_inputs = tf.cast(inputs, kernel_dtype)
+        outputs, kept = library.alexnet_lrn_forward(kernel_inputs, **settings)
+
+        def gradient(upstream):
+            input_gradient = library.alexnet_lrn_backward(
+                kernel_inputs, tf.cast(upstream, kernel_dtype), kept, **settings
+            )
+            return tf.cast(input_gradient, inputs.dtype)
+
+        return tf.cast(outputs, inputs.dtype), gradient
+
+    return lrn
+
+
+def _inside_xla_compilation():
+    """Whether the function being traced is compiled by XLA (`jit_compile=True`), which cannot run
+    the native kernel's ops. TensorFlow has no public test for it; this private one is pinned by
+    `test_lrn_auto_is_xla_inside_a_jit_compiled_function`."""
+    from tensorflow.python.framework import ops
+    from tensorflow.python.ops import control_flow_util
+
+    return control_flow_util.GraphOrParentsInXlaContext(ops.get_default_graph())
 
 
 @functools.cache
@@ -256,6 +293,11 @@ class LocalResponseNormalization(keras.layers.Layer):
     (within float32 rounding, tested against TensorFlow's op, forward and
     gradient):
 
+    - ``"native"``: this project's C++ kernel (`native_lrn`, built with the
+      machine's compiler on first use): forward and gradient each one pass
+      over memory, in float32, reading and writing bfloat16 as such. The
+      fastest on CPU (``python -m alexnet_tf.bench --lrn_layer``); it cannot
+      run inside XLA-compiled functions or in a SavedModel served without it.
     - ``"xla"``: the window sum as shifted slices, with a closed-form
       gradient (``tf.custom_gradient``) instead of TensorFlow's
       per-element gradient loop; forward and backward are one XLA
@@ -268,9 +310,11 @@ class LocalResponseNormalization(keras.layers.Layer):
       [C, C] matmul (about 2-3x faster than the op on that CPU). For
       platforms without XLA.
     - ``"tf_op"``: ``tf.nn.local_response_normalization`` (cuDNN's LRN on GPU).
-    - ``"auto"`` (default): ``"xla"`` when no GPU is visible, else
-      ``"tf_op"``: the XLA form was measured only on CPU, while cuDNN's
-      kernel is a known-good single fused op on GPU.
+    - ``"auto"`` (default): ``"tf_op"`` when a GPU is visible (cuDNN's
+      kernel is a known-good single fused op there; the others were measured
+      only on CPU); on CPU ``"native"`` where it builds, outside
+      XLA-compiled functions and unless `native_lrn.enable(False)` (as the
+      SavedModel export does), else ``"xla"``.
     """
 
     def __init__(
@@ -309,19 +353,38 @@ class LocalResponseNormalization(keras.layers.Layer):
         super().build(input_shape)
 
     def resolved_implementation(self):
-        """The implementation `call` uses: "auto" resolved for the devices visible now."""
+        """The implementation `call` uses: "auto" resolved for the devices visible now.
+
+        "auto" is "tf_op" when a GPU is visible; on CPU, "native" where the
+        kernel builds and loads and `native_lrn.enable` has not turned it
+        off, outside XLA-compiled functions; "xla" otherwise.
+        """
         if self.implementation != "auto":
             return self.implementation
-        return "tf_op" if tf.config.list_logical_devices("GPU") else "xla"
+        if tf.config.list_logical_devices("GPU"):
+            return "tf_op"
+        if native_lrn.enabled() and native_lrn.ops() is not None and not _inside_xla_compilation():
+            return "native"
+        return "xla"
 
     def call(self, inputs):
         implementation = self.resolved_implementation()
         if implementation == "tf_op":
             return self._tf_op(inputs)
-        lrn = _custom_gradient_lrn(
-            implementation, self.size // 2, self.alpha / self.size, self.beta, self.k, self.groups, self.relu_first
-        )
-        return lrn(inputs)
+        settings = (self.size // 2, self.alpha / self.size, self.beta, self.k, self.groups, self.relu_first)
+        if implementation == "native":
+            if _inside_xla_compilation():
+                raise ValueError(
+                    "LocalResponseNormalization implementation='native' cannot run inside an XLA-compiled "
+                    "function (jit_compile=True); use implementation='auto' or 'xla' there."
+                )
+            if native_lrn.ops() is None:
+                raise RuntimeError(
+                    f"LocalResponseNormalization implementation='native' is unavailable here "
+                    f"({native_lrn.unavailable_reason()}); use implementation='xla'."
+                )
+            return _native_lrn(*settings)(inputs)
+        return _custom_gradient_lrn(implementation, *settings)(inputs)
 
     def _tf_op(self, inputs):
         x = tf.cast(inputs, tf.float32)

@@ -20,6 +20,7 @@ import tensorflow as tf
 
 from alexnet_tf import data, evaluation, input_pipeline, preprocessing
 from alexnet_tf.cli import tf_error_summary
+from alexnet_tf.layers import LocalResponseNormalization
 
 TOP_K = 5
 TEN_CROPS = 10
@@ -27,6 +28,9 @@ TEN_CROPS = 10
 
 class Predictor(tf.Module):
     """A trained AlexNet with its preprocessing, as TensorFlow functions (and a SavedModel).
+
+    On CPU the model's LRN layers are switched to their XLA form, so that an
+    export holds only TensorFlow's own ops (`native_lrn`).
 
     `serve_images(uint8 [N, H, W, 3])` and `serve_bytes(string [N])` return a
     dict of `probabilities` [N, C] (the softmax, averaged over the ten views
@@ -40,6 +44,14 @@ class Predictor(tf.Module):
         if len(class_names) != model.output_shape[-1]:
             raise ValueError(f"{len(class_names)} class names for a model with {model.output_shape[-1]} outputs.")
         self.model = model
+        on_gpu = bool(tf.config.list_logical_devices("GPU"))
+        for layer in model.layers:
+            # The predictor's graphs may be exported (a SavedModel loaded where this project's
+            # LRN kernel is not): on CPU its LRN layers use the XLA form, TensorFlow's own ops.
+            if isinstance(layer, LocalResponseNormalization) and (
+                layer.implementation == "native" or (layer.implementation == "auto" and not on_gpu)
+            ):
+                layer.implementation = "xla"
         self.image_size = int(image_size)
         preprocessing.check_crop_padding(self.image_size, crop_padding)
         self.crop_padding = int(crop_padding)

@@ -1,13 +1,20 @@
+import os
+import shutil
+
 import numpy as np
 import pytest
 import tensorflow as tf
 import keras
 
+from alexnet_tf import native_lrn
 from alexnet_tf.cuda_convnet import RESPONSE_NORM
 from alexnet_tf.layers import LRN_IMPLEMENTATIONS, GroupedConv2D, LocalResponseNormalization
 
-IMPLEMENTATIONS = [i for i in LRN_IMPLEMENTATIONS if i != "auto"]
-FAST_IMPLEMENTATIONS = ["xla", "matmul"]
+# The native kernel where it builds here (test_native_kernel_builds_where_there_is_a_compiler
+# makes sure it does wherever g++ is).
+NATIVE = ["native"] if native_lrn.ops() is not None else []
+IMPLEMENTATIONS = [i for i in LRN_IMPLEMENTATIONS if i != "auto" and (i != "native" or NATIVE)]
+FAST_IMPLEMENTATIONS = [*NATIVE, "xla", "matmul"]
 
 
 def lrn_reference(a, size=5, alpha=1e-4, beta=0.75, k=2.0):
@@ -192,11 +199,68 @@ def test_relu_first_lrn_is_the_same_eagerly_and_nested_in_a_jit_compiled_functio
     np.testing.assert_allclose(jit_dz.numpy(), eager_dz.numpy(), rtol=1e-5, atol=1e-6)
 
 
-def test_lrn_auto_is_xla_without_a_gpu():
+@pytest.mark.skipif(shutil.which(os.environ.get("CXX", "g++")) is None, reason="no C++ compiler here")
+def test_native_kernel_builds_where_there_is_a_compiler():
+    assert native_lrn.ops() is not None, native_lrn.unavailable_reason()
+
+
+def test_lrn_auto_is_the_native_kernel_on_cpu_unless_turned_off():
     layer = LocalResponseNormalization()
     assert layer.implementation == "auto"
-    want = "tf_op" if tf.config.list_logical_devices("GPU") else "xla"
-    assert layer.resolved_implementation() == want
+    if tf.config.list_logical_devices("GPU"):
+        assert layer.resolved_implementation() == "tf_op"
+        return
+    assert layer.resolved_implementation() == ("native" if NATIVE else "xla")
+    native_lrn.enable(False)
+    try:
+        assert layer.resolved_implementation() == "xla"
+    finally:
+        native_lrn.enable(True)
+
+
+def test_lrn_auto_is_xla_inside_a_jit_compiled_function():
+    seen = []
+
+    @tf.function(jit_compile=True)
+    def compiled(x):
+        seen.append(LocalResponseNormalization().resolved_implementation())
+        return x
+
+    compiled(tf.zeros([1]))
+    assert seen == ["tf_op" if tf.config.list_logical_devices("GPU") else "xla"]
+
+
+@pytest.mark.parametrize("implementation", FAST_IMPLEMENTATIONS)
+@pytest.mark.parametrize("relu_first", [False, True])
+def test_a_nan_input_makes_its_window_nan(implementation, relu_first):
+    # A diverging conv must show in the loss, not be hidden by the normalisation (or its ReLU).
+    # ("matmul" and TensorFlow's op spread it over all channels: their window sum is a matrix product.)
+    x = np.ones([1, 1, 1, 8], np.float32)
+    x[..., 3] = np.nan
+    got = LocalResponseNormalization(implementation=implementation, relu_first=relu_first)(tf.constant(x))
+    window = np.abs(np.arange(8) - 3) <= 2
+    assert np.isnan(got.numpy()[0, 0, 0, window]).all()
+
+
+@pytest.mark.skipif(not NATIVE, reason="the native LRN kernel is unavailable here")
+def test_native_lrn_inside_a_jit_compiled_function_is_refused_in_one_line():
+    layer = LocalResponseNormalization(implementation="native")
+    compiled = tf.function(layer, jit_compile=True)
+    with pytest.raises(ValueError, match="cannot run inside an XLA-compiled function"):
+        compiled(tf.ones([1, 2, 2, 8]))
+
+
+def test_native_kernel_build_without_a_compiler_says_so(tmp_path, monkeypatch):
+    monkeypatch.setenv("CXX", "no-such-compiler")
+    with pytest.raises(RuntimeError, match="no C\\+\\+ compiler 'no-such-compiler'"):
+        native_lrn.build(tmp_path / "lrn.so")
+    assert not (tmp_path / "lrn.so").exists()
+
+
+def test_native_kernel_cache_key_changes_with_the_cpu_level(tmp_path, monkeypatch):
+    monkeypatch.setenv(native_lrn.CACHE_ENV, str(tmp_path))
+    paths = {native_lrn.library_path(level) for level in (None, "x86-64-v3", "x86-64-v4")}
+    assert len(paths) == 3 and all(path.parent == tmp_path / "kernels" for path in paths)
 
 
 def test_lrn_rejects_unknown_implementation_and_non_positive_k():
@@ -208,13 +272,18 @@ def test_lrn_rejects_unknown_implementation_and_non_positive_k():
 
 @pytest.mark.parametrize("implementation", FAST_IMPLEMENTATIONS)
 def test_fast_lrn_trains_inside_a_compiled_keras_model(implementation):
-    # Symbolic build, a traced train step and (for "xla") nesting inside a jit-compiled step.
+    # Symbolic build, a traced train step and nesting inside a jit-compiled step (not for the
+    # native kernel, which XLA cannot compile: refused with a clear error, tested below).
     inputs = keras.Input((6, 6, 4))
     x = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(inputs)
     x = LocalResponseNormalization(alpha=1.0, groups=2, implementation=implementation)(x)
     outputs = keras.layers.Dense(3)(keras.layers.Flatten()(x))
     model = keras.Model(inputs, outputs)
-    model.compile(optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=True)
+    model.compile(
+        optimizer="sgd",
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        jit_compile=implementation != "native",
+    )
     images = np.random.default_rng(0).normal(size=(4, 6, 6, 4)).astype(np.float32)
     before = [w.copy() for w in model.get_weights()]
     loss = model.train_on_batch(images, np.array([0, 1, 2, 0]))

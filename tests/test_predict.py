@@ -96,6 +96,8 @@ def test_exported_saved_model_gives_the_same_probabilities(predictor, test_image
     expected = [serving.predict_files(predictor, [path])[0]["probabilities"] for path in (jpeg, png)]
 
     export_dir = predictor.export(tmp_path / "saved_model")
+    # Only TensorFlow's own ops: a server without this project's LRN kernel can load it.
+    assert b"AlexnetLrn" not in (export_dir / "saved_model.pb").read_bytes()
     loaded = tf.saved_model.load(str(export_dir))
 
     assert set(loaded.signatures) == {"serving_default", "serve_images"}
