@@ -313,8 +313,9 @@ class LocalResponseNormalization(keras.layers.Layer):
     - ``"auto"`` (default): ``"tf_op"`` when a GPU is visible (cuDNN's
       kernel is a known-good single fused op there; the others were measured
       only on CPU); on CPU ``"native"`` where it builds, outside
-      XLA-compiled functions and unless `native_lrn.enable(False)` (as the
-      SavedModel export does), else ``"xla"``.
+      XLA-compiled functions and unless `native_lrn.enable(False)`, else
+      ``"xla"`` (`serving.Predictor` sets its model's to ``"xla"``, so that
+      its SavedModel export holds only TensorFlow's ops).
     """
 
     def __init__(
